@@ -2,7 +2,7 @@
  * The wire contract between edge agents and the hub: what one JetStream message carries, on which subject,
  * under which message id. Both sides import only this file, so the edge never depends on hub code.
  */
-import { Packr } from 'msgpackr';
+import { Packr, unpackMultiple } from 'msgpackr';
 
 /** One accepted, validated event as it travels from the edge outbox to the hub. */
 export interface WireEvent {
@@ -41,16 +41,28 @@ export interface EventBatch {
 // One shared Packr: records=false keeps the encoding self-describing, so a hub of another build can read it.
 const packr = new Packr({ useRecords: false, moreTypes: false });
 
+/**
+ * A batch on the wire is a msgpack sequence: the header map, then one map per event. The edge stores each event
+ * already encoded, so it builds a batch by concatenation, without decoding and re-encoding any event.
+ */
+export type BatchHeader = Omit<EventBatch, 'events'>;
+
+export function encodeBatchFromEncoded(header: BatchHeader, encodedEvents: Uint8Array[]): Uint8Array {
+  return Buffer.concat([packr.pack(header), ...encodedEvents]);
+}
+
 export function encodeBatch(batch: EventBatch): Uint8Array {
-  return packr.pack(batch);
+  const { events, ...header } = batch;
+  return encodeBatchFromEncoded(header, events.map((event) => packr.pack(event)));
 }
 
 export function decodeBatch(data: Uint8Array): EventBatch {
-  const batch = packr.unpack(data) as EventBatch;
-  if (batch === null || typeof batch !== 'object' || batch.v !== 1 || !Array.isArray(batch.events)) {
+  const values = unpackMultiple(data as Buffer) as unknown[];
+  const header = values[0] as BatchHeader | undefined;
+  if (header === null || typeof header !== 'object' || header.v !== 1) {
     throw new Error('not an event batch of wire version 1');
   }
-  return batch;
+  return { ...header, events: values.slice(1) as WireEvent[] };
 }
 
 export function encodeEvent(event: WireEvent): Uint8Array {

@@ -1,0 +1,80 @@
+/** Wires one edge agent: sources → ingest (validation, outbox commit) → publisher → hub. */
+import type { Server } from 'node:http';
+import { join } from 'node:path';
+import { connect, type NatsConnection } from '@nats-io/transport-node';
+import { jetstream } from '@nats-io/jetstream';
+import type { Logger } from '../../shared/logger.js';
+import { loadSchemaCatalog } from '../../shared/schema-catalog.js';
+import { startAdminServer } from './admin-server.js';
+import { SqliteOutbox } from './buffer/sqlite-outbox.js';
+import type { AgentConfig } from './config.js';
+import { IngestPipeline } from './ingest.js';
+import { JetStreamPublisher } from './publisher/jetstream-publisher.js';
+import { sources, type Source, type SourceName } from './sources/index.js';
+import { EventValidator } from './validation/event-validator.js';
+
+export class EdgeAgent {
+  private nc: NatsConnection | undefined;
+  private outbox: SqliteOutbox | undefined;
+  private ingest: IngestPipeline | undefined;
+  private publisher: JetStreamPublisher | undefined;
+  private admin: Server | undefined;
+  private readonly running: Source[] = [];
+
+  constructor(
+    private readonly config: AgentConfig,
+    private readonly log: Logger,
+  ) {}
+
+  async start(): Promise<void> {
+    const { config, log } = this;
+    const validator = new EventValidator(loadSchemaCatalog(config.schemasDir));
+    this.outbox = new SqliteOutbox({ path: join(config.dataDir, `outbox-${config.agentId}.db`), ...config.outbox });
+    this.ingest = new IngestPipeline(validator, this.outbox, config.partitions, log);
+    // The agent starts even when the hub is unreachable: events go to the outbox and wait.
+    this.nc = await connect({
+      servers: config.nats.servers,
+      name: `edge-agent-${config.agentId}`,
+      maxReconnectAttempts: -1,
+      reconnectTimeWait: 1000,
+      waitOnFirstConnect: true,
+      ...(config.nats.user ? { user: config.nats.user, pass: config.nats.pass ?? '' } : {}),
+    });
+    void this.watchConnection(this.nc);
+    this.publisher = new JetStreamPublisher(this.outbox, jetstream(this.nc), { agentId: config.agentId, ...config.publisher }, log);
+    this.ingest.onCommitted(() => this.publisher!.notify());
+    this.publisher.start();
+    for (const name of Object.keys(sources) as SourceName[]) {
+      const sourceConfig = config.sources[name];
+      if (!sourceConfig.enabled) continue;
+      const source = (sources[name] as (c: typeof sourceConfig, d: object) => Source)(sourceConfig, { ingest: this.ingest, log: log.child({ source: name }) });
+      await source.start();
+      this.running.push(source);
+    }
+    if (config.admin.port > 0) {
+      this.admin = await startAdminServer(
+        { agentId: config.agentId, outbox: this.outbox, ingest: this.ingest, publisher: this.publisher },
+        config.admin.host,
+        config.admin.port,
+      );
+    }
+    log.info({ agentId: config.agentId, outbox: this.outbox.stats() }, 'edge agent started');
+  }
+
+  /** Graceful stop: sources first (no new input), then pending commits, then in-flight publishes. */
+  async stop(): Promise<void> {
+    for (const source of this.running.splice(0)) await source.stop().catch((e: Error) => this.log.warn({ err: e.message }, 'source stop failed'));
+    await this.ingest?.close();
+    await this.publisher?.stop(this.config.shutdownTimeoutMs);
+    await new Promise<void>((resolve) => (this.admin ? this.admin.close(() => resolve()) : resolve()));
+    await this.nc?.drain().catch(() => undefined);
+    this.outbox?.close();
+    this.log.info('edge agent stopped');
+  }
+
+  private async watchConnection(nc: NatsConnection): Promise<void> {
+    for await (const status of nc.status()) {
+      if (status.type === 'disconnect' || status.type === 'reconnect') this.log.info({ status: status.type, server: status.server }, 'hub connection');
+    }
+  }
+}

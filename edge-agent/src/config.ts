@@ -1,0 +1,137 @@
+/** The agent's configuration: one JSON Schema (defaults and descriptions on every field), loaded once at start. */
+import { hostname } from 'node:os';
+import { loadConfig, configPathFromArgv } from '../../shared/config.js';
+import { DEFAULT_SCHEMA_DIR } from '../../shared/schema-catalog.js';
+import { AGENT_ID_PATTERN } from '../../shared/wire.js';
+import type { FullPolicy } from './buffer/outbox.js';
+import { httpSourceConfigSchema, type HttpSourceConfig } from './sources/http-source.js';
+import { mqttSourceConfigSchema, type MqttSourceConfig } from './sources/mqtt-source.js';
+
+export interface AgentConfig {
+  agentId: string;
+  dataDir: string;
+  schemasDir: string;
+  partitions: number;
+  nats: { servers: string[]; user?: string; pass?: string };
+  outbox: { maxBytes: number; fullPolicy: FullPolicy; synchronous: 'full' | 'normal' };
+  publisher: {
+    maxBatchEvents: number;
+    maxBatchBytes: number;
+    lingerMs: number;
+    maxInFlightRanges: number;
+    publishTimeoutMs: number;
+    retryInitialMs: number;
+    retryMaxMs: number;
+  };
+  sources: { mqtt: MqttSourceConfig; http: HttpSourceConfig };
+  admin: { host: string; port: number };
+  shutdownTimeoutMs: number;
+}
+
+const defaultAgentId = hostname().replace(/[^A-Za-z0-9_-]/g, '-').slice(0, 64) || 'edge';
+
+export const agentConfigSchema = {
+  type: 'object',
+  additionalProperties: false,
+  properties: {
+    agentId: {
+      type: 'string',
+      pattern: AGENT_ID_PATTERN,
+      default: defaultAgentId,
+      description: 'Unique id of this agent; part of subjects and message ids. @default the host name',
+    },
+    dataDir: { type: 'string', default: '.runtime/agent', description: 'Folder of the SQLite outbox.' },
+    schemasDir: { type: 'string', default: DEFAULT_SCHEMA_DIR, description: 'Folder of the versioned event schemas.' },
+    partitions: {
+      type: 'integer',
+      minimum: 1,
+      maximum: 1024,
+      default: 8,
+      description: 'Number of partitions events are hashed into by key; must equal the hub\'s.',
+    },
+    nats: {
+      type: 'object',
+      additionalProperties: false,
+      default: {},
+      description: 'Connection to the hub\'s NATS cluster.',
+      properties: {
+        servers: {
+          type: 'array',
+          items: { type: 'string' },
+          minItems: 1,
+          default: ['nats://127.0.0.1:4222', 'nats://127.0.0.1:4223', 'nats://127.0.0.1:4224'],
+          description: 'Seed URLs of the cluster.',
+        },
+        user: { type: 'string', description: 'NATS user.' },
+        pass: { type: 'string', description: 'NATS password.' },
+      },
+    },
+    outbox: {
+      type: 'object',
+      additionalProperties: false,
+      default: {},
+      description: 'The SQLite store-and-forward buffer.',
+      properties: {
+        maxBytes: {
+          type: 'integer',
+          minimum: 1024,
+          default: 536870912,
+          description: 'Bound on the bytes of events waiting to be forwarded. @default 512 MiB',
+        },
+        fullPolicy: {
+          enum: ['reject', 'drop-oldest'],
+          default: 'reject',
+          description: '`reject`: refuse new events (MQTT: no PUBACK, HTTP: 503); `drop-oldest`: delete the oldest unsent events and count them.',
+        },
+        synchronous: {
+          enum: ['full', 'normal'],
+          default: 'full',
+          description: '`full` fsyncs every commit (acknowledged events survive power loss); `normal` survives only a process crash.',
+        },
+      },
+    },
+    publisher: {
+      type: 'object',
+      additionalProperties: false,
+      default: {},
+      description: 'Forwarding of the outbox to JetStream.',
+      properties: {
+        maxBatchEvents: { type: 'integer', minimum: 1, default: 2000, description: 'Most events in one outbox range.' },
+        maxBatchBytes: { type: 'integer', minimum: 1024, default: 2097152, description: 'Most bytes in one outbox range.' },
+        lingerMs: { type: 'integer', minimum: 0, default: 5, description: 'Wait for a fuller batch while another is in flight.' },
+        maxInFlightRanges: { type: 'integer', minimum: 1, default: 8, description: 'Ranges sent but not yet acknowledged.' },
+        publishTimeoutMs: { type: 'integer', minimum: 100, default: 5000, description: 'Time to wait for a PubAck.' },
+        retryInitialMs: { type: 'integer', minimum: 10, default: 200, description: 'First retry delay after a failed publish.' },
+        retryMaxMs: { type: 'integer', minimum: 10, default: 5000, description: 'Longest retry delay (exponential backoff).' },
+      },
+    },
+    sources: {
+      type: 'object',
+      additionalProperties: false,
+      default: {},
+      description: 'Where events come in.',
+      properties: { mqtt: mqttSourceConfigSchema, http: httpSourceConfigSchema },
+    },
+    admin: {
+      type: 'object',
+      additionalProperties: false,
+      default: {},
+      description: 'Health and metrics endpoint.',
+      properties: {
+        host: { type: 'string', default: '0.0.0.0', description: 'Address to listen on.' },
+        port: { type: 'integer', minimum: 0, maximum: 65535, default: 9464, description: '`/healthz` and `/metrics` port.' },
+      },
+    },
+    shutdownTimeoutMs: {
+      type: 'integer',
+      minimum: 0,
+      default: 10000,
+      description: 'On SIGTERM, how long to wait for in-flight publishes before exiting (the outbox keeps the rest).',
+    },
+  },
+} as const;
+
+export function loadAgentConfig(argv: string[] = process.argv.slice(2)): AgentConfig {
+  const path = configPathFromArgv(argv);
+  return loadConfig<AgentConfig>(agentConfigSchema, { ...(path ? { path } : {}), envPrefix: 'EDGE_', what: 'edge agent' });
+}

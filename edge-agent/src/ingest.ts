@@ -1,0 +1,156 @@
+/**
+ * The one path every source uses: validate each event, then commit the accepted ones to the outbox and the
+ * refused ones to the dead-letter table in a single durable transaction, and only then resolve, so that the
+ * source acknowledges its client after the commit (PUBACK, HTTP 2xx).
+ *
+ * Group commit: submissions that arrive in the same event-loop turn share one transaction (one fsync).
+ */
+import { encodeEvent, partitionOf } from '../../shared/wire.js';
+import type { Logger } from '../../shared/logger.js';
+import type { DeadLetter, Outbox, OutboxEvent } from './buffer/outbox.js';
+import { EdgeError, EdgeErrorCode, OutboxFullError } from './errors.js';
+import type { EventContext, EventValidator, Rejection } from './validation/event-validator.js';
+
+/** One item a source hands over: a parsed JSON value, or a piece the source already refused (bad JSON, too large). */
+export type IngestItem = { value: unknown; raw?: Uint8Array } | { refused: Rejection; raw: Uint8Array };
+
+export interface IngestRejection extends Rejection {
+  /** Position of the event in the submission (array index or NDJSON line index). */
+  index: number;
+}
+
+export interface IngestResult {
+  accepted: number;
+  rejected: IngestRejection[];
+}
+
+export interface IngestCounters {
+  accepted: number;
+  rejected: number;
+  refusedFull: number;
+  commits: number;
+}
+
+export interface IngestSource {
+  /** Source kind, e.g. `mqtt`. */
+  source: string;
+  /** Where it came from: topic, route, file. */
+  origin?: string;
+}
+
+interface Pending {
+  events: OutboxEvent[];
+  deadLetters: DeadLetter[];
+  result: IngestResult;
+  resolve: (result: IngestResult) => void;
+  reject: (error: Error) => void;
+}
+
+export class IngestPipeline {
+  readonly counters: IngestCounters = { accepted: 0, rejected: 0, refusedFull: 0, commits: 0 };
+  private pending: Pending[] = [];
+  private scheduled = false;
+  private closed = false;
+  private readonly committedListeners: Array<() => void> = [];
+
+  constructor(
+    private readonly validator: EventValidator,
+    private readonly outbox: Outbox,
+    private readonly partitions: number,
+    private readonly log: Logger,
+    private readonly nowUs: () => number = () => Date.now() * 1000,
+  ) {}
+
+  /** Called after each commit that added events (the publisher listens to start a batch). */
+  onCommitted(listener: () => void): void {
+    this.committedListeners.push(listener);
+  }
+
+  /**
+   * Validates and durably stores `items`. Resolves after the commit with per-event results; rejects (nothing
+   * stored) with OutboxFullError when the outbox is full under the `reject` policy, or when shutting down.
+   */
+  submit(items: IngestItem[], context: Omit<EventContext, 'ingestTimeUs'> & IngestSource): Promise<IngestResult> {
+    if (this.closed) return Promise.reject(new EdgeError(EdgeErrorCode.SHUTTING_DOWN, 'agent is shutting down'));
+    const eventContext: EventContext = { ...context, ingestTimeUs: this.nowUs() };
+    const events: OutboxEvent[] = [];
+    const deadLetters: DeadLetter[] = [];
+    const result: IngestResult = { accepted: 0, rejected: [] };
+    for (let index = 0; index < items.length; index++) {
+      const item = items[index]!;
+      let rejection: Rejection;
+      if ('refused' in item) {
+        rejection = item.refused;
+      } else {
+        const validation = this.validator.validate(item.value, eventContext);
+        if (validation.ok) {
+          events.push({ partition: partitionOf(validation.event.key, this.partitions), data: encodeEvent(validation.event) });
+          result.accepted++;
+          continue;
+        }
+        rejection = validation.rejection;
+      }
+      result.rejected.push({ index, ...rejection });
+      deadLetters.push({
+        source: context.source,
+        code: rejection.code,
+        reason: rejection.field ? `${rejection.reason} (field ${rejection.field})` : rejection.reason,
+        payload: 'refused' in item ? item.raw : (item.raw ?? Buffer.from(JSON.stringify(item.value) ?? 'undefined')),
+        ...(context.origin ? { origin: context.origin } : {}),
+      });
+    }
+    return new Promise((resolve, reject) => {
+      this.pending.push({ events, deadLetters, result, resolve, reject });
+      if (!this.scheduled) {
+        this.scheduled = true;
+        setImmediate(() => this.commit());
+      }
+    });
+  }
+
+  /** Waits for pending commits and refuses new submissions. */
+  async close(): Promise<void> {
+    this.closed = true;
+    while (this.pending.length > 0 || this.scheduled) await new Promise((r) => setImmediate(r));
+  }
+
+  private commit(): void {
+    this.scheduled = false;
+    const group = this.pending;
+    this.pending = [];
+    if (group.length === 0) return;
+    try {
+      this.outbox.append(group.flatMap((p) => p.events), group.flatMap((p) => p.deadLetters));
+      this.counters.commits++;
+      for (const p of group) this.settled(p);
+    } catch (error) {
+      if (!(error instanceof OutboxFullError) || group.length === 1) {
+        for (const p of group) this.failed(p, error as Error);
+      } else {
+        // The group does not fit as a whole: commit submission by submission so the ones that fit still go in.
+        for (const p of group) {
+          try {
+            this.outbox.append(p.events, p.deadLetters);
+            this.counters.commits++;
+            this.settled(p);
+          } catch (single) {
+            this.failed(p, single as Error);
+          }
+        }
+      }
+    }
+    if (group.some((p) => p.events.length > 0)) for (const listener of this.committedListeners) listener();
+  }
+
+  private settled(p: Pending): void {
+    this.counters.accepted += p.result.accepted;
+    this.counters.rejected += p.result.rejected.length;
+    p.resolve(p.result);
+  }
+
+  private failed(p: Pending, error: Error): void {
+    if (error instanceof OutboxFullError) this.counters.refusedFull += p.events.length;
+    else this.log.error({ err: error }, 'outbox commit failed');
+    p.reject(error);
+  }
+}

@@ -1,0 +1,165 @@
+/**
+ * Turns one parsed JSON value into a WireEvent, or a rejection that says which field is wrong and why.
+ * Validators are compiled once per schema version (ajv), so the per-event cost is one compiled function call.
+ */
+import { createHash } from 'node:crypto';
+import { Ajv2020 } from 'ajv/dist/2020.js';
+import type { ValidateFunction, ErrorObject } from 'ajv';
+import addFormatsModule from 'ajv-formats';
+import type { SchemaVersion } from '../../../shared/schema-catalog.js';
+import type { WireEvent } from '../../../shared/wire.js';
+import { EdgeErrorCode } from '../errors.js';
+
+// ajv-formats ships CommonJS; under NodeNext its default export is the module object.
+const addFormats = addFormatsModule as unknown as (ajv: Ajv2020) => Ajv2020;
+
+export interface Rejection {
+  code: EdgeErrorCode;
+  /** Human-readable reason naming the field, e.g. `/value must be number`. */
+  reason: string;
+  /** JSON pointer of the offending field, when there is one. */
+  field?: string;
+}
+
+export type ValidationResult = { ok: true; event: WireEvent } | { ok: false; rejection: Rejection };
+
+export interface EventContext {
+  /** Source kind (`mqtt`, `http`, `file`). */
+  source: string;
+  /** Type to assume when the event has no `type` field (from the MQTT topic or the HTTP default). */
+  defaultType?: string;
+  /** Required partition-key value (the device id of the MQTT topic): an event naming another is refused. */
+  expectedKey?: string;
+  /** Ingest time, epoch microseconds; one reading per batch keeps it cheap. */
+  ingestTimeUs: number;
+}
+
+interface CompiledVersion {
+  version: number;
+  validate: ValidateFunction;
+  partitionKey: string;
+}
+
+export class EventValidator {
+  private readonly types = new Map<string, { latest: number; versions: Map<number, CompiledVersion> }>();
+
+  constructor(catalog: SchemaVersion[]) {
+    const ajv = new Ajv2020({ allErrors: false, strict: true, allowUnionTypes: true });
+    addFormats(ajv);
+    ajv.addKeyword({ keyword: 'x-partition-key', schemaType: 'string' });
+    ajv.addKeyword({ keyword: 'x-questdb', schemaType: 'object' });
+    for (const entry of catalog) {
+      let type = this.types.get(entry.type);
+      if (!type) {
+        type = { latest: 0, versions: new Map() };
+        this.types.set(entry.type, type);
+      }
+      type.versions.set(entry.version, {
+        version: entry.version,
+        validate: ajv.compile(entry.schema),
+        partitionKey: entry.schema['x-partition-key'],
+      });
+      type.latest = Math.max(type.latest, entry.version);
+    }
+  }
+
+  knownTypes(): string[] {
+    return [...this.types.keys()];
+  }
+
+  validate(value: unknown, context: EventContext): ValidationResult {
+    if (value === null || typeof value !== 'object' || Array.isArray(value)) {
+      return reject(EdgeErrorCode.NOT_AN_OBJECT, `event must be a JSON object, got ${describe(value)}`);
+    }
+    const body = value as Record<string, unknown>;
+    const type = body.type ?? context.defaultType;
+    if (typeof type !== 'string') {
+      return reject(EdgeErrorCode.UNKNOWN_TYPE, 'event has no "type" field and its source names no default type', '/type');
+    }
+    const known = this.types.get(type);
+    if (!known) {
+      return reject(EdgeErrorCode.UNKNOWN_TYPE, `unknown event type "${truncate(type)}"; known: ${this.knownTypes().join(', ')}`, '/type');
+    }
+    const requested = body.schema_version ?? known.latest;
+    const compiled = typeof requested === 'number' ? known.versions.get(requested) : undefined;
+    if (!compiled) {
+      return reject(
+        EdgeErrorCode.UNKNOWN_TYPE,
+        `type "${type}" has no schema version ${truncate(String(requested))}; known: ${[...known.versions.keys()].join(', ')}`,
+        '/schema_version',
+      );
+    }
+    if (!compiled.validate(body)) {
+      const error = compiled.validate.errors![0]!;
+      return reject(EdgeErrorCode.SCHEMA_INVALID, describeAjvError(error), error.instancePath || '/');
+    }
+    const key = body[compiled.partitionKey] as string;
+    if (context.expectedKey !== undefined && key !== context.expectedKey) {
+      return reject(
+        EdgeErrorCode.TOPIC_MISMATCH,
+        `${compiled.partitionKey} "${truncate(key)}" does not match the topic's "${context.expectedKey}"`,
+        `/${compiled.partitionKey}`,
+      );
+    }
+    const ts = toMicros(body.timestamp as string | number);
+    if (ts === undefined) {
+      return reject(EdgeErrorCode.SCHEMA_INVALID, '/timestamp is not a valid date-time', '/timestamp');
+    }
+    const id = typeof body.event_id === 'string' ? body.event_id : deriveEventId(type, key, body);
+    return {
+      ok: true,
+      event: { id, type, sv: compiled.version, key, ts, its: context.ingestTimeUs, src: context.source, body },
+    };
+  }
+}
+
+function reject(code: EdgeErrorCode, reason: string, field?: string): ValidationResult {
+  return { ok: false, rejection: field === undefined ? { code, reason } : { code, reason, field } };
+}
+
+function describeAjvError(error: ErrorObject): string {
+  const path = error.instancePath || '/';
+  switch (error.keyword) {
+    case 'required':
+      return `${path === '/' ? '' : path}/${(error.params as { missingProperty: string }).missingProperty} is required`;
+    case 'additionalProperties':
+      return `${path === '/' ? '' : path}/${(error.params as { additionalProperty: string }).additionalProperty} is not an allowed field`;
+    case 'enum':
+      return `${path} must be one of ${(error.params as { allowedValues: unknown[] }).allowedValues.map((v) => JSON.stringify(v)).join(', ')}`;
+    case 'const':
+      return `${path} must be ${JSON.stringify((error.params as { allowedValue: unknown }).allowedValue)}`;
+    case 'oneOf':
+      return `${path} must be an RFC 3339 date-time string or epoch milliseconds`;
+    default:
+      return `${path} ${error.message ?? 'is invalid'}`;
+  }
+}
+
+/** RFC 3339 string or epoch milliseconds → epoch microseconds (sub-millisecond digits of a string are kept). */
+export function toMicros(timestamp: string | number): number | undefined {
+  if (typeof timestamp === 'number') return timestamp * 1000;
+  const ms = Date.parse(timestamp);
+  if (Number.isNaN(ms)) return undefined;
+  const fraction = /\.(\d{4,6})/.exec(timestamp);
+  const extraMicros = fraction ? Number(fraction[1]!.padEnd(6, '0').slice(3, 6)) : 0;
+  return ms * 1000 + extraMicros;
+}
+
+/**
+ * An event without an `event_id` gets one from its content: the same reading sent twice (an MQTT QoS 1 redelivery,
+ * a device retry) gets the same id, so the hub's dedup keys collapse it. Two genuinely distinct readings differ in
+ * timestamp or value, so they get different ids.
+ */
+export function deriveEventId(type: string, key: string, body: Record<string, unknown>): string {
+  return 'h-' + createHash('sha256').update(type).update('\0').update(key).update('\0').update(JSON.stringify(body)).digest('base64url').slice(0, 32);
+}
+
+function describe(value: unknown): string {
+  if (value === null) return 'null';
+  if (Array.isArray(value)) return 'an array';
+  return typeof value;
+}
+
+function truncate(text: string, max = 64): string {
+  return text.length > max ? `${text.slice(0, max)}…` : text;
+}
