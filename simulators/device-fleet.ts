@@ -35,6 +35,7 @@ export async function runDeviceFleet(options: DeviceFleetOptions, onProgress?: (
     clients.push(await mqtt.connectAsync(options.url, { clientId: `${options.prefix}-${d}`, clean: true, reconnectPeriod: 1000 }));
   }
   const baseline = clients.map(() => 15 + random() * 10);
+  const sequence = clients.map(() => 0);
   const progress: FleetProgress = { sent: 0, acked: 0, errors: 0, elapsedSeconds: 0 };
   const started = Date.now();
   const tickMs = 50;
@@ -53,7 +54,7 @@ export async function runDeviceFleet(options: DeviceFleetOptions, onProgress?: (
         baseline[d]! += (random() - 0.5) * 0.05; // drift
         const metric = i % 2 === 0 ? 'temperature' : 'humidity';
         const value = metric === 'temperature' ? baseline[d]! + (random() - 0.5) * 0.4 : 40 + random() * 20;
-        readings.push({ device_id: `${options.prefix}-${d}`, timestamp: now, metric, value: Math.round(value * 100) / 100, unit: metric === 'temperature' ? 'C' : '%' });
+        readings.push({ event_id: `${options.prefix}-${d}-${sequence[d]!++}`, device_id: `${options.prefix}-${d}`, timestamp: now, metric, value: Math.round(value * 100) / 100, unit: metric === 'temperature' ? 'C' : '%' });
       }
       const payload = JSON.stringify(options.batch === 1 ? readings[0] : readings);
       progress.sent += readings.length;
