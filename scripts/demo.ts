@@ -93,7 +93,7 @@ async function sql<T>(query: string): Promise<T[]> {
 async function rowsInQuestDb(): Promise<number> {
   const count = (query: string) => sql<[number]>(query).then((rows) => Number(rows[0]?.[0] ?? 0), () => 0);
   const [telemetry, appEvents] = await Promise.all([
-    count(`select count() from telemetry where agent_id = '${agentId}' and device_id like 'dev-${runId}%'`),
+    count(`select count() from device_telemetry where agent_id = '${agentId}' and device_id like 'dev-${runId}%'`),
     count(`select count() from app_events where agent_id = '${agentId}' and user_id like 'app-${runId}%'`),
   ]);
   return telemetry + appEvents;
@@ -130,7 +130,7 @@ while (!stopping) {
 }
 
 const [latency] = await sql<[number, number, number]>(
-  `select approx_percentile(datediff('T', ts, hub_ts), 0.5), approx_percentile(datediff('T', ts, hub_ts), 0.95), approx_percentile(datediff('T', ts, hub_ts), 0.99) from telemetry where device_id like 'dev-${runId}%'`,
+  `select approx_percentile(datediff('T', ts, hub_ts), 0.5), approx_percentile(datediff('T', ts, hub_ts), 0.95), approx_percentile(datediff('T', ts, hub_ts), 0.99) from device_telemetry where device_id like 'dev-${runId}%'`,
 ).catch(() => []);
 say('');
 say(`== done: ${fmt(fleet.acked)} MQTT readings and ${fmt(app.accepted)} app events acknowledged; ${fmt(lastRows)} rows in QuestDB ==`);
@@ -139,8 +139,8 @@ say('');
 say('Query the data (the stack keeps running):');
 say(`   web console:  ${questdb}`);
 say(`   psql:         PGPASSWORD=quest psql -h 127.0.0.1 -p ${ports.questdbPg} -U admin -d qdb`);
-say(`   e.g.          select device_id, metric, value, ts from telemetry latest on ts partition by device_id, metric;`);
+say(`   e.g.          select device_id, metric, value, ts from device_telemetry latest on ts partition by device_id, metric;`);
 say(`                 select ts, event_type, count() from app_events sample by 10s;`);
-say(`                 select approx_percentile(datediff('T', ts, hub_ts), 0.95) p95_ms from telemetry where ts > dateadd('m', -5, now());`);
+say(`                 select approx_percentile(datediff('T', ts, hub_ts), 0.95) p95_ms from device_telemetry where ts > dateadd('m', -5, now());`);
 say('Stop the stack:  npm run stack -- down');
 await shutdown(0);

@@ -98,7 +98,7 @@ describe('end to end through the real stack', () => {
     assert.equal(response.status, 400, 'a request whose only event is invalid is a 400');
 
     // QuestDB: exactly the valid ids, each once.
-    const telemetry = await waitFor(() => rowsPerEventId(stack.questdbHttp, 'telemetry', agentId), (rows) => rows.size >= validTelemetry.size, 30000);
+    const telemetry = await waitFor(() => rowsPerEventId(stack.questdbHttp, 'device_telemetry', agentId), (rows) => rows.size >= validTelemetry.size, 30000);
     assert.deepEqual([...telemetry.keys()].sort(), [...validTelemetry].sort());
     assert.ok([...telemetry.values()].every((n) => n === 1), 'no telemetry event is stored twice');
 
@@ -112,7 +112,7 @@ describe('end to end through the real stack', () => {
     // Columns come from the schema mapping: spot-check one row of each kind.
     const [row] = await query<{ device_id: string; metric: string; value: number; source: string }>(
       stack.questdbHttp,
-      `select device_id, metric, value, source from telemetry where event_id = '${agentId}-dev-a-5'`,
+      `select device_id, metric, value, source from device_telemetry where event_id = '${agentId}-dev-a-5'`,
     );
     assert.deepEqual(row, { device_id: 'dev-a', metric: 'temperature', value: 20.5, source: 'mqtt' });
     const [appRow] = await query<{ event_type: string; user_id: string; location: string; properties: string }>(

@@ -58,11 +58,11 @@ test('killing the hub worker mid-stream loses nothing and doubles nothing', asyn
   }
   const total = await waitFor(() => countRows(), (n) => n >= sent, 60000);
   assert.equal(total, sent, 'every acknowledged event is in QuestDB');
-  const [distinct] = await query<{ n: number }>(stack.questdbHttp, `select count_distinct(event_id) n from telemetry where agent_id = '${agentId}'`);
+  const [distinct] = await query<{ n: number }>(stack.questdbHttp, `select count_distinct(event_id) n from device_telemetry where agent_id = '${agentId}'`);
   assert.equal(Number(distinct!.n), sent, 'no event is stored twice');
 });
 
 async function countRows(): Promise<number> {
-  const [row] = await query<{ n: number }>(stack.questdbHttp, `select count() n from telemetry where agent_id = '${agentId}'`);
+  const [row] = await query<{ n: number }>(stack.questdbHttp, `select count() n from device_telemetry where agent_id = '${agentId}'`);
   return Number(row?.n ?? 0);
 }

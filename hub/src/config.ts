@@ -1,0 +1,278 @@
+/** The hub's configuration: one JSON Schema (defaults and descriptions on every field), loaded once at start. */
+import { hostname } from 'node:os';
+import { ConfigError, configPathFromArgv, loadConfig } from '../../shared/config.js';
+import { DEFAULT_SCHEMA_DIR } from '../../shared/schema-catalog.js';
+
+export type StreamRetention = 'interest' | 'limits';
+
+export interface HubConfig {
+  nats: { servers: string[]; user?: string; pass?: string; name: string };
+  questdb: { httpUrl: string; username?: string; password?: string; requestTimeoutMs: number; retryTimeoutMs: number };
+  consumer: { durableName: string; ackWaitMs: number; maxAckPendingMessages: number; pullMaxMessages: number };
+  sink: {
+    maxRows: number;
+    flushIntervalMs: number;
+    maxBufferedRows: number;
+    retryInitialMs: number;
+    retryMaxMs: number;
+    holdOnFailureMs: number;
+  };
+  streams: {
+    replicas: number;
+    maxBytes: number;
+    maxAgeMs: number;
+    retention: StreamRetention;
+    duplicateWindowMs: number;
+    dlqMaxBytes: number;
+    dlqMaxAgeMs: number;
+  };
+  schemasDir: string;
+  http: { host: string; port: number };
+  logIntervalMs: number;
+  shutdownTimeoutMs: number;
+}
+
+const GiB = 1024 * 1024 * 1024;
+
+export const hubConfigSchema = {
+  type: 'object',
+  additionalProperties: false,
+  properties: {
+    nats: {
+      type: 'object',
+      additionalProperties: false,
+      default: {},
+      description: 'Connection to the NATS JetStream cluster.',
+      properties: {
+        servers: {
+          type: 'array',
+          items: { type: 'string', minLength: 1 },
+          minItems: 1,
+          default: ['nats://127.0.0.1:4222', 'nats://127.0.0.1:4223', 'nats://127.0.0.1:4224'],
+          description: 'Seed URLs of the cluster (the client learns the other members from the server).',
+        },
+        user: { type: 'string', description: 'NATS user; unset: no authentication. @default unset' },
+        pass: { type: 'string', description: 'NATS password, with `user`. @default unset' },
+        name: {
+          type: 'string',
+          minLength: 1,
+          default: `hub-${hostname()}`,
+          description: 'Connection name shown in the server\'s monitoring. @default hub-<host name>',
+        },
+      },
+    },
+    questdb: {
+      type: 'object',
+      additionalProperties: false,
+      default: {},
+      description: 'The QuestDB server rows are written to (ILP over HTTP, REST for DDL).',
+      properties: {
+        httpUrl: {
+          type: 'string',
+          pattern: '^https?://',
+          default: 'http://127.0.0.1:9000',
+          description: 'Base URL of QuestDB\'s HTTP server (serves /write, /exec and /ping).',
+        },
+        username: { type: 'string', description: 'HTTP basic auth user; unset: no authentication. @default unset' },
+        password: { type: 'string', description: 'HTTP basic auth password, with `username`. @default unset' },
+        requestTimeoutMs: {
+          type: 'integer',
+          minimum: 100,
+          default: 10000,
+          description: 'Time to wait for QuestDB to answer one request (the ILP client adds time for large bodies).',
+        },
+        retryTimeoutMs: {
+          type: 'integer',
+          minimum: 0,
+          default: 1000,
+          description: 'How long the ILP client itself retries a failed flush before the hub\'s own backoff takes over.',
+        },
+      },
+    },
+    consumer: {
+      type: 'object',
+      additionalProperties: false,
+      default: {},
+      description: 'The durable pull consumer on the EVENTS stream, shared by every hub process.',
+      properties: {
+        durableName: {
+          type: 'string',
+          pattern: '^[A-Za-z0-9_-]{1,64}$',
+          default: 'hub-raw',
+          description: 'Durable consumer name; hub processes with the same name share the work.',
+        },
+        ackWaitMs: {
+          type: 'integer',
+          minimum: 1000,
+          default: 30000,
+          description: 'JetStream redelivers a message not acked within this time (to any hub process).',
+        },
+        maxAckPendingMessages: {
+          type: 'integer',
+          minimum: 1,
+          default: 10000,
+          description: 'Messages delivered but not yet acked, over all hub processes sharing the durable (server-side bound).',
+        },
+        pullMaxMessages: {
+          type: 'integer',
+          minimum: 1,
+          default: 500,
+          description: 'Messages one pull request asks for; also the bound of the client\'s read-ahead queue.',
+        },
+      },
+    },
+    sink: {
+      type: 'object',
+      additionalProperties: false,
+      default: {},
+      description: 'Batching of rows into QuestDB and behaviour while QuestDB fails.',
+      properties: {
+        maxRows: {
+          type: 'integer',
+          minimum: 1,
+          default: 50000,
+          description: 'Flush as soon as this many rows are buffered.',
+        },
+        flushIntervalMs: {
+          type: 'integer',
+          minimum: 1,
+          default: 100,
+          description: 'Flush when the oldest buffered row is this old (latency target: p95 < 1 s end to end).',
+        },
+        maxBufferedRows: {
+          type: 'integer',
+          minimum: 1,
+          default: 200000,
+          description: 'Stop consuming while this many rows are buffered or in flight (policy when full: pause pulling).',
+        },
+        retryInitialMs: {
+          type: 'integer',
+          minimum: 1,
+          default: 100,
+          description: 'First delay before retrying a failed flush (doubles up to retryMaxMs).',
+        },
+        retryMaxMs: {
+          type: 'integer',
+          minimum: 1,
+          default: 5000,
+          description: 'Longest delay between flush retries.',
+        },
+        holdOnFailureMs: {
+          type: 'integer',
+          minimum: 0,
+          default: 20000,
+          description:
+            'While flushes keep failing, hold the unflushed messages this long, then nak them and drop their rows so ' +
+            'JetStream redelivers them later (possibly to another hub process). Plus retryMaxMs, must be below consumer.ackWaitMs.',
+        },
+      },
+    },
+    streams: {
+      type: 'object',
+      additionalProperties: false,
+      default: {},
+      description: 'The JetStream streams the hub creates or updates at start.',
+      properties: {
+        replicas: { type: 'integer', minimum: 1, maximum: 5, default: 3, description: 'Replicas of EVENTS and DLQ.' },
+        maxBytes: {
+          type: 'integer',
+          minimum: 1048576,
+          default: 10 * GiB,
+          description: 'Size bound of EVENTS; when full, publishes are refused (discard new) and edges keep events in their outbox. @default 10 GiB',
+        },
+        maxAgeMs: {
+          type: 'integer',
+          minimum: 0,
+          default: 0,
+          description: 'Age bound of EVENTS messages; 0: none (with interest retention, acked messages go anyway).',
+        },
+        retention: {
+          enum: ['interest', 'limits'],
+          default: 'interest',
+          description:
+            '`interest`: a message is removed once every consumer acked it, so maxBytes bounds the backlog, not the ' +
+            'history; `limits`: messages stay until maxBytes/maxAgeMs (with discard new, a full stream refuses publishes ' +
+            'even when everything was consumed).',
+        },
+        duplicateWindowMs: {
+          type: 'integer',
+          minimum: 1000,
+          default: 120000,
+          description: 'Window in which a repeated Nats-Msg-Id is dropped by the stream.',
+        },
+        dlqMaxBytes: { type: 'integer', minimum: 1048576, default: GiB, description: 'Size bound of DLQ (oldest dropped). @default 1 GiB' },
+        dlqMaxAgeMs: {
+          type: 'integer',
+          minimum: 0,
+          default: 30 * 24 * 3600 * 1000,
+          description: 'Age bound of DLQ messages; 0: none. @default 30 days',
+        },
+      },
+    },
+    schemasDir: {
+      type: 'string',
+      default: DEFAULT_SCHEMA_DIR,
+      description: 'Folder of the versioned event schemas; tables and columns come from their x-questdb mapping. @default the repo\'s schemas/',
+    },
+    http: {
+      type: 'object',
+      additionalProperties: false,
+      default: {},
+      description: 'Health and metrics endpoint.',
+      properties: {
+        host: { type: 'string', default: '127.0.0.1', description: 'Address to listen on (0.0.0.0 to expose it).' },
+        port: { type: 'integer', minimum: 0, maximum: 65535, default: 8090, description: '`/healthz` and `/metrics` port; 0 disables.' },
+      },
+    },
+    logIntervalMs: {
+      type: 'integer',
+      minimum: 0,
+      default: 10000,
+      description: 'Interval of the info log line with counters and rates; 0 disables it.',
+    },
+    shutdownTimeoutMs: {
+      type: 'integer',
+      minimum: 0,
+      default: 15000,
+      description: 'On SIGTERM, how long to keep retrying the last flush; unflushed messages are then nak\'ed for redelivery.',
+    },
+  },
+} as const;
+
+/** Checks between fields, which the JSON Schema cannot express. */
+export function checkHubConfig(config: HubConfig): HubConfig {
+  const problems: string[] = [];
+  // Held messages are nak'ed at the first failed retry after holdOnFailureMs, so at most retryMaxMs later.
+  if (config.sink.holdOnFailureMs + config.sink.retryMaxMs >= config.consumer.ackWaitMs) {
+    problems.push(
+      `sink.holdOnFailureMs + sink.retryMaxMs must be below consumer.ackWaitMs (else JetStream redelivers held messages first), got ${config.sink.holdOnFailureMs} + ${config.sink.retryMaxMs} >= ${config.consumer.ackWaitMs}`,
+    );
+  }
+  if (config.sink.maxBufferedRows < config.sink.maxRows) {
+    problems.push(`sink.maxBufferedRows must be at least sink.maxRows, got ${config.sink.maxBufferedRows} < ${config.sink.maxRows}`);
+  }
+  if (config.sink.retryMaxMs < config.sink.retryInitialMs) {
+    problems.push(`sink.retryMaxMs must be at least sink.retryInitialMs, got ${config.sink.retryMaxMs} < ${config.sink.retryInitialMs}`);
+  }
+  if (config.consumer.pullMaxMessages > config.consumer.maxAckPendingMessages) {
+    problems.push(
+      `consumer.pullMaxMessages must not exceed consumer.maxAckPendingMessages, got ${config.consumer.pullMaxMessages} > ${config.consumer.maxAckPendingMessages}`,
+    );
+  }
+  if ((config.nats.user === undefined) !== (config.nats.pass === undefined)) {
+    problems.push('nats.user and nats.pass must be set together');
+  }
+  if ((config.questdb.username === undefined) !== (config.questdb.password === undefined)) {
+    problems.push('questdb.username and questdb.password must be set together');
+  }
+  if (problems.length > 0) {
+    throw new ConfigError(`invalid hub config:\n${problems.map((p) => `  - config.${p}`).join('\n')}`);
+  }
+  return config;
+}
+
+/** `--config <file>` (JSON or YAML), then `HUB_*` environment overrides (e.g. `HUB_NATS__SERVERS`), then defaults. */
+export function loadHubConfig(argv: string[] = process.argv.slice(2)): HubConfig {
+  const path = configPathFromArgv(argv);
+  return checkHubConfig(loadConfig<HubConfig>(hubConfigSchema, { ...(path ? { path } : {}), envPrefix: 'HUB_', what: 'hub' }));
+}

@@ -1,0 +1,60 @@
+/** `/healthz` (JSON, 200 or 503) and `/metrics` (Prometheus text) on a plain node:http server. */
+import { createServer, type Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import type { Registry } from 'prom-client';
+import type { WorkerStatus } from './hub-worker.js';
+
+export interface HealthReport {
+  status: 'ok' | 'unavailable';
+  nats: { connected: boolean };
+  worker: WorkerStatus;
+}
+
+/** Healthy when the worker consumes, NATS is connected, and the last flush succeeded (or there was nothing to flush yet). */
+export function healthOf(natsConnected: boolean, worker: WorkerStatus): HealthReport {
+  const flushOk = worker.lastFlush === undefined || worker.lastFlush.ok;
+  const running = worker.state === 'running';
+  return { status: natsConnected && flushOk && running ? 'ok' : 'unavailable', nats: { connected: natsConnected }, worker };
+}
+
+export interface StatusServerOptions {
+  host: string;
+  port: number;
+  registry: Registry;
+  health: () => HealthReport;
+}
+
+export async function startStatusServer(options: StatusServerOptions): Promise<{ server: Server; port: number; close(): Promise<void> }> {
+  const server = createServer((request, response) => {
+    const path = (request.url ?? '/').split('?')[0];
+    if (request.method !== 'GET' && request.method !== 'HEAD') {
+      response.writeHead(405, { allow: 'GET, HEAD' }).end();
+      return;
+    }
+    if (path === '/healthz') {
+      const report = options.health();
+      response.writeHead(report.status === 'ok' ? 200 : 503, { 'content-type': 'application/json' }).end(JSON.stringify(report));
+      return;
+    }
+    if (path === '/metrics') {
+      options.registry.metrics().then(
+        (text) => response.writeHead(200, { 'content-type': options.registry.contentType }).end(text),
+        (error: unknown) => response.writeHead(500, { 'content-type': 'text/plain' }).end(String(error)),
+      );
+      return;
+    }
+    response.writeHead(404, { 'content-type': 'text/plain' }).end('not found: try /healthz or /metrics\n');
+  });
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(options.port, options.host, () => {
+      server.off('error', reject);
+      resolve();
+    });
+  });
+  return {
+    server,
+    port: (server.address() as AddressInfo).port,
+    close: () => new Promise<void>((resolve) => server.close(() => resolve())),
+  };
+}

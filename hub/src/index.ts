@@ -1,0 +1,10 @@
+export { checkHubConfig, hubConfigSchema, loadHubConfig } from './config.js';
+export type { HubConfig } from './config.js';
+export { HubError, HubErrorCode } from './errors.js';
+export { HubWorker, systemClock } from './hub-worker.js';
+export type { Clock, HubWorkerSettings, WorkerStats, WorkerStatus } from './hub-worker.js';
+export { HubMetrics } from './metrics.js';
+export { healthOf, startStatusServer } from './http-status-server.js';
+export { ensureStreams, streamSpecs } from './streams.js';
+export * from './consumer/index.js';
+export * from './sinks/index.js';

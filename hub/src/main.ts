@@ -1,0 +1,219 @@
+/**
+ * Hub entry point; only wires: config, NATS, streams, consumer, QuestDB tables and sink, worker, status server.
+ * `node bin/hub.js --config hub.yaml` (or `npm run hub`). SIGTERM/SIGINT: stop consuming, flush and ack what is
+ * buffered, drain NATS, exit 0.
+ */
+import { jetstream, jetstreamManager, type JetStreamManager } from '@nats-io/jetstream';
+import { connect, type NatsConnection } from '@nats-io/transport-node';
+import { ConfigError } from '../../shared/config.js';
+import { createLogger, type Logger } from '../../shared/logger.js';
+import { loadSchemaCatalog } from '../../shared/schema-catalog.js';
+import { EVENTS_STREAM } from '../../shared/wire.js';
+import { loadHubConfig, type HubConfig } from './config.js';
+import { ensureDurableConsumer, JetStreamBatchSource } from './consumer/jetstream-consumer.js';
+import { errorMessage, isPermanent } from './errors.js';
+import { healthOf, startStatusServer } from './http-status-server.js';
+import { HubWorker, type WorkerStatus } from './hub-worker.js';
+import { HubMetrics } from './metrics.js';
+import { createQuestDbSink } from './sinks/questdb-sink.js';
+import { QuestDbRest } from './sinks/questdb-rest.js';
+import { RowMappings } from './sinks/questdb-rows.js';
+import { ensureTables, reservedTableWarnings, tableSpecs } from './sinks/questdb-tables.js';
+import { ensureStreams, streamSpecs } from './streams.js';
+
+class ShutdownRequested extends Error {}
+
+const startingStatus: WorkerStatus = { state: 'starting', lastFlush: undefined, failingSince: undefined, bufferedRows: 0, heldMessages: 0 };
+
+/** Retries a start-up step with backoff until it succeeds, fails permanently, or shutdown is requested. */
+async function retrying<T>(what: string, step: () => Promise<T>, signal: AbortSignal, log: Logger): Promise<T> {
+  for (let attempt = 0; ; attempt++) {
+    if (signal.aborted) throw new ShutdownRequested(what);
+    try {
+      return await step();
+    } catch (error) {
+      if (isPermanent(error)) throw error;
+      const delayMs = Math.min(10_000, 500 * 2 ** Math.min(attempt, 5));
+      log.warn({ step: what, attempt: attempt + 1, retryInMs: delayMs, err: errorMessage(error) }, 'start-up step failed; retrying');
+      await new Promise<void>((resolve) => {
+        const timer = setTimeout(resolve, delayMs);
+        signal.addEventListener('abort', () => (clearTimeout(timer), resolve()), { once: true });
+      });
+    }
+  }
+}
+
+function watchConnection(nc: NatsConnection, log: Logger): { connected(): boolean } {
+  let connected = true;
+  void (async () => {
+    for await (const status of nc.status()) {
+      if (status.type === 'disconnect') {
+        connected = false;
+        log.warn({ server: status.server }, 'nats disconnected');
+      } else if (status.type === 'reconnect') {
+        connected = true;
+        log.info({ server: status.server }, 'nats reconnected');
+      } else if (status.type === 'error' || status.type === 'slowConsumer') {
+        log.warn({ status }, 'nats status');
+      }
+    }
+  })();
+  return { connected: () => connected && !nc.isClosed() };
+}
+
+function startStatsLog(worker: HubWorker, intervalMs: number, log: Logger): () => void {
+  if (intervalMs <= 0) return () => undefined;
+  let last = { ...worker.stats, at: Date.now() };
+  const timer = setInterval(() => {
+    const now = Date.now();
+    const stats = worker.stats;
+    const seconds = Math.max(0.001, (now - last.at) / 1000);
+    const status = worker.status();
+    log.info(
+      {
+        eventsPerSec: Math.round((stats.events - last.events) / seconds),
+        rowsPerSec: Math.round((stats.rowsWritten - last.rowsWritten) / seconds),
+        messagesPerSec: Math.round((stats.messages - last.messages) / seconds),
+        flushes: stats.flushes - last.flushes,
+        state: status.state,
+        bufferedRows: status.bufferedRows,
+        heldMessages: status.heldMessages,
+        totals: stats,
+      },
+      'hub stats',
+    );
+    last = { ...stats, at: now };
+  }, intervalMs);
+  timer.unref();
+  return () => clearInterval(timer);
+}
+
+async function main(): Promise<number> {
+  let config: HubConfig;
+  try {
+    config = loadHubConfig();
+  } catch (error) {
+    if (error instanceof ConfigError) {
+      process.stderr.write(`${error.message}\n`);
+      return 2;
+    }
+    throw error;
+  }
+  const log = createLogger('hub');
+  const shutdown = new AbortController();
+  let worker: HubWorker | undefined;
+  let signals = 0;
+  const onSignal = (signal: NodeJS.Signals): void => {
+    signals++;
+    if (signals > 1) {
+      log.warn({ signal }, 'second signal: exiting without waiting');
+      process.exit(1);
+    }
+    log.info({ signal }, 'shutting down: stop consuming, flush, ack, drain');
+    // Last resort if something does not settle (unacked messages are redelivered after ack_wait anyway).
+    setTimeout(() => {
+      log.error('shutdown timed out; exiting');
+      process.exit(1);
+    }, config.shutdownTimeoutMs + 5000).unref();
+    shutdown.abort();
+    void worker?.stop();
+  };
+  process.on('SIGTERM', onSignal);
+  process.on('SIGINT', onSignal);
+
+  // Schemas first: a catalogue the hub cannot map is a deployment error, found before touching any server.
+  const catalog = loadSchemaCatalog(config.schemasDir);
+  const mappings = new RowMappings(catalog);
+  const tables = tableSpecs(catalog);
+  log.info({ schemasDir: config.schemasDir, schemaVersions: mappings.size, tables: tables.map((t) => t.table) }, 'schema catalogue loaded');
+  for (const warning of reservedTableWarnings(tables)) log.error(warning);
+
+  const nc = await connect({
+    servers: config.nats.servers,
+    name: config.nats.name,
+    maxReconnectAttempts: -1,
+    waitOnFirstConnect: true,
+    ...(config.nats.user !== undefined ? { user: config.nats.user, pass: config.nats.pass } : {}),
+  });
+  log.info({ server: nc.getServer() }, 'nats connected');
+  const connection = watchConnection(nc, log);
+
+  let exitCode = 0;
+  let stopStats = (): void => undefined;
+  let statusServer: Awaited<ReturnType<typeof startStatusServer>> | undefined;
+  const metrics = new HubMetrics(undefined, { defaultMetrics: true });
+  try {
+    // Up before the start-up steps, so an orchestrator sees 503 "starting" rather than a closed port.
+    if (config.http.port > 0) {
+      statusServer = await startStatusServer({
+        host: config.http.host,
+        port: config.http.port,
+        registry: metrics.registry,
+        health: () => healthOf(connection.connected(), worker?.status() ?? startingStatus),
+      });
+      log.info({ host: config.http.host, port: statusServer.port }, 'status server listening (/healthz, /metrics)');
+    }
+    const jsm: JetStreamManager = await retrying('jetstream', () => jetstreamManager(nc), shutdown.signal, log);
+    const consumerOptions = {
+      stream: EVENTS_STREAM,
+      durableName: config.consumer.durableName,
+      ackWaitMs: config.consumer.ackWaitMs,
+      maxAckPendingMessages: config.consumer.maxAckPendingMessages,
+    };
+    const ensureJetStream = async (): Promise<void> => {
+      await ensureStreams(jsm, streamSpecs(config.streams), log);
+      // The durable right after the stream: with interest retention, a stream without consumers keeps nothing.
+      await ensureDurableConsumer(jsm, consumerOptions, log);
+    };
+    await retrying('streams and consumer', ensureJetStream, shutdown.signal, log);
+
+    const questdb = {
+      httpUrl: config.questdb.httpUrl,
+      username: config.questdb.username,
+      password: config.questdb.password,
+    };
+    const rest = new QuestDbRest({ ...questdb, timeoutMs: config.questdb.requestTimeoutMs });
+    await retrying('questdb tables', () => ensureTables(rest, tables, log), shutdown.signal, log);
+    const sink = await retrying(
+      'questdb sender',
+      () =>
+        createQuestDbSink({
+          ...questdb,
+          requestTimeoutMs: config.questdb.requestTimeoutMs,
+          retryTimeoutMs: config.questdb.retryTimeoutMs,
+          mappings,
+          nowMicros: () => Date.now() * 1000,
+          log,
+        }),
+      shutdown.signal,
+      log,
+    );
+
+    const source = new JetStreamBatchSource(jetstream(nc), {
+      stream: EVENTS_STREAM,
+      durableName: config.consumer.durableName,
+      pullMaxMessages: config.consumer.pullMaxMessages,
+      log,
+      recover: ensureJetStream,
+    });
+    worker = new HubWorker(source, sink, { ...config.sink, shutdownTimeoutMs: config.shutdownTimeoutMs }, { metrics, log });
+    stopStats = startStatsLog(worker, config.logIntervalMs, log);
+    if (shutdown.signal.aborted) await worker.stop();
+    log.info({ durable: config.consumer.durableName, ...config.sink }, 'hub consuming');
+    await worker.run();
+    await sink.close();
+    log.info({ totals: worker.stats }, 'hub stopped');
+  } catch (error) {
+    if (!(error instanceof ShutdownRequested)) {
+      log.fatal({ err: errorMessage(error), code: (error as { code?: unknown }).code }, 'hub failed');
+      exitCode = 1;
+    }
+  } finally {
+    stopStats();
+    await statusServer?.close();
+    await nc.drain().catch(() => undefined);
+  }
+  return exitCode;
+}
+
+process.exitCode = await main();
