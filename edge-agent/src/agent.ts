@@ -20,6 +20,7 @@ export class EdgeAgent {
   private publisher: JetStreamPublisher | undefined;
   private admin: Server | undefined;
   private readonly running: Source[] = [];
+  private stopped = false;
 
   constructor(
     private readonly config: AgentConfig,
@@ -31,23 +32,21 @@ export class EdgeAgent {
     const validator = new EventValidator(loadSchemaCatalog(config.schemasDir));
     this.outbox = new SqliteOutbox({ path: join(config.dataDir, `outbox-${config.agentId}.db`), ...config.outbox });
     this.ingest = new IngestPipeline(validator, this.outbox, config.partitions, log);
-    // The agent starts even when the hub is unreachable: events go to the outbox and wait.
-    this.nc = await connect({
-      servers: config.nats.servers,
-      name: `edge-agent-${config.agentId}`,
-      maxReconnectAttempts: -1,
-      reconnectTimeWait: 1000,
-      waitOnFirstConnect: true,
-      ...(config.nats.user ? { user: config.nats.user, pass: config.nats.pass ?? '' } : {}),
-    });
-    void this.watchConnection(this.nc);
-    this.publisher = new JetStreamPublisher(this.outbox, jetstream(this.nc), { agentId: config.agentId, ...config.publisher }, log);
-    this.ingest.onCommitted(() => this.publisher!.notify());
-    this.publisher.start();
+    const publisher = new JetStreamPublisher(this.outbox, { agentId: config.agentId, ...config.publisher }, log);
+    this.publisher = publisher;
+    this.ingest.onCommitted(() => publisher.notify());
+    // The agent takes events even when the hub is unreachable (a gateway booting without uplink): sources start
+    // now, and the publisher starts once the first connection succeeds; until then events wait in the outbox.
+    void this.connectToHub(publisher);
     for (const name of Object.keys(sources) as SourceName[]) {
       const sourceConfig = config.sources[name];
       if (!sourceConfig.enabled) continue;
-      const source = (sources[name] as (c: typeof sourceConfig, d: object) => Source)(sourceConfig, { ingest: this.ingest, log: log.child({ source: name }) });
+      const source = (sources[name] as (c: typeof sourceConfig, d: object) => Source)(sourceConfig, {
+        ingest: this.ingest,
+        log: log.child({ source: name }),
+        dataDir: config.dataDir,
+        agentId: config.agentId,
+      });
       await source.start();
       this.running.push(source);
     }
@@ -61,8 +60,33 @@ export class EdgeAgent {
     log.info({ agentId: config.agentId, outbox: this.outbox.stats() }, 'edge agent started');
   }
 
+  private async connectToHub(publisher: JetStreamPublisher): Promise<void> {
+    const { config, log } = this;
+    try {
+      const nc = await connect({
+        servers: config.nats.servers,
+        name: `edge-agent-${config.agentId}`,
+        maxReconnectAttempts: -1,
+        reconnectTimeWait: 1000,
+        waitOnFirstConnect: true,
+        ...(config.nats.user ? { user: config.nats.user, pass: config.nats.pass ?? '' } : {}),
+      });
+      if (this.stopped) {
+        await nc.close();
+        return;
+      }
+      this.nc = nc;
+      log.info({ server: nc.getServer() }, 'connected to the hub');
+      void this.watchConnection(nc);
+      publisher.start(jetstream(nc));
+    } catch (error) {
+      log.error({ err: error }, 'cannot connect to the hub; events stay in the outbox');
+    }
+  }
+
   /** Graceful stop: sources first (no new input), then pending commits, then in-flight publishes. */
   async stop(): Promise<void> {
+    this.stopped = true;
     for (const source of this.running.splice(0)) await source.stop().catch((e: Error) => this.log.warn({ err: e.message }, 'source stop failed'));
     await this.ingest?.close();
     await this.publisher?.stop(this.config.shutdownTimeoutMs);

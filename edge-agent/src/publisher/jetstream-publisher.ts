@@ -6,8 +6,10 @@
  * range the same way, so JetStream's duplicate window drops what it already has; past that window, the event ids
  * reach the hub's QuestDB dedup keys. Rows are deleted only when every message of the range has its PubAck.
  *
- * Order: ranges are claimed in sequence order and published on one connection, so per-device order holds; when a
- * publish fails, nothing new is claimed and the failed ranges are retried oldest first.
+ * Order: ranges are claimed in sequence order and published on one connection, so per-device order holds. When a
+ * publish fails, nothing new is claimed: the ranges still in flight settle, then the failed ones are re-sent one at
+ * a time, oldest first, until each is acknowledged; only then does pipelining resume and the backlog drain at full
+ * speed. Ingest never waits for this: sources keep committing to the outbox meanwhile.
  */
 import type { JetStreamClient } from '@nats-io/jetstream';
 import type { Logger } from '../../../shared/logger.js';
@@ -30,7 +32,12 @@ export interface JetStreamPublisherOptions {
   retryMaxMs: number;
 }
 
-export class JetStreamPublisher implements Publisher {
+interface PendingRange {
+  range: OutboxRange;
+  rows: OutboxRow[];
+}
+
+export class JetStreamPublisher implements Publisher<JetStreamClient> {
   readonly stats: PublisherStats = {
     eventsPublished: 0,
     duplicateMessages: 0,
@@ -44,17 +51,21 @@ export class JetStreamPublisher implements Publisher {
   private stopping = false;
   private wake: (() => void) | undefined;
   private readonly inFlight = new Set<Promise<void>>();
-  private failing = false;
+  /** Ranges whose publish failed, to be re-sent in order before anything new is claimed. */
+  private failed: PendingRange[] = [];
   private loop: Promise<void> | undefined;
+  private js: JetStreamClient | undefined;
 
   constructor(
     private readonly outbox: Outbox,
-    private readonly js: JetStreamClient,
     private readonly options: JetStreamPublisherOptions,
     private readonly log: Logger,
-  ) {}
+  ) {
+    this.stats.connected = false;
+  }
 
-  start(): void {
+  start(js: JetStreamClient): void {
+    this.js = js;
     this.loop = this.run().catch((error: unknown) => this.log.fatal({ err: error }, 'publisher loop crashed'));
   }
 
@@ -75,12 +86,15 @@ export class JetStreamPublisher implements Publisher {
     // Ranges claimed before a restart go first, cut exactly as before, so their message ids repeat.
     for (const range of this.outbox.claimed()) {
       this.cursor = Math.max(this.cursor, range.last);
-      if (this.stopping) return;
-      await this.publishUntilAcked(range, this.outbox.readRange(range));
+      this.failed.push({ range, rows: this.outbox.readRange(range) });
     }
     while (!this.stopping) {
-      if (this.inFlight.size >= this.options.maxInFlightRanges || this.failing) {
-        await Promise.race([...this.inFlight, this.sleep(this.options.retryInitialMs)]);
+      if (this.failed.length > 0) {
+        await this.recover();
+        continue;
+      }
+      if (this.inFlight.size >= this.options.maxInFlightRanges) {
+        await Promise.race(this.inFlight);
         continue;
       }
       let rows = this.outbox.readAfter(this.cursor, this.options.maxBatchEvents, this.options.maxBatchBytes);
@@ -97,38 +111,56 @@ export class JetStreamPublisher implements Publisher {
       const range = rangeOf(rows);
       this.outbox.claim(range);
       this.cursor = range.last;
-      const sending = this.publishUntilAcked(range, rows).finally(() => {
-        this.inFlight.delete(sending);
+      const sending = this.publishOnce({ range, rows }).then((ok) => {
+        if (!ok) this.failed.push({ range, rows });
+      });
+      const tracked = sending.finally(() => {
+        this.inFlight.delete(tracked);
         this.stats.rangesInFlight = this.inFlight.size;
       });
-      this.inFlight.add(sending);
+      this.inFlight.add(tracked);
       this.stats.rangesInFlight = this.inFlight.size;
     }
   }
 
-  private async publishUntilAcked(range: OutboxRange, rows: OutboxRow[]): Promise<void> {
-    const started = Date.now();
+  /** Lets in-flight ranges settle, then re-sends the failed ones one at a time, oldest first, until acknowledged. */
+  private async recover(): Promise<void> {
+    await Promise.all(this.inFlight);
+    const pending = this.failed.sort((a, b) => a.range.first - b.range.first);
+    this.failed = [];
     let delay = this.options.retryInitialMs;
-    for (;;) {
-      try {
-        await this.publishRange(range, rows);
-        this.outbox.accept(range);
-        this.stats.eventsPublished += range.rows;
-        this.stats.lastRangeLatencyMs = Date.now() - started;
-        this.stats.connected = true;
-        this.failing = false;
+    for (let i = 0; i < pending.length; ) {
+      if (this.stopping) {
+        // A range that could not be sent stays claimed in the outbox and goes first after a restart.
         return;
-      } catch (error) {
-        this.stats.publishErrors++;
-        this.stats.connected = false;
-        this.failing = true;
-        this.log.warn({ err: (error as Error).message, first: range.first, last: range.last, retryInMs: delay }, 'publish failed; will retry with the same message ids');
+      }
+      if (await this.publishOnce(pending[i]!)) {
+        i++;
+        delay = this.options.retryInitialMs;
+      } else {
         await this.sleep(delay);
         delay = Math.min(delay * 2, this.options.retryMaxMs);
-        // During shutdown, a range that cannot be sent stays claimed in the outbox and goes first after restart.
-        if (this.stopping) return;
       }
     }
+  }
+
+  /** One attempt to publish a whole range; on success its rows are deleted from the outbox. */
+  private async publishOnce({ range, rows }: PendingRange): Promise<boolean> {
+    const started = Date.now();
+    try {
+      await this.publishRange(range, rows);
+    } catch (error) {
+      this.stats.publishErrors++;
+      if (this.stats.connected) this.log.warn({ err: (error as Error).message, first: range.first, last: range.last }, 'publish failed; retrying in order with the same message ids');
+      this.stats.connected = false;
+      return false;
+    }
+    this.outbox.accept(range);
+    this.stats.eventsPublished += range.rows;
+    this.stats.lastRangeLatencyMs = Date.now() - started;
+    if (!this.stats.connected) this.log.info({ first: range.first }, 'publishing again');
+    this.stats.connected = true;
+    return true;
   }
 
   private async publishRange(range: OutboxRange, rows: OutboxRow[]): Promise<void> {
@@ -143,7 +175,7 @@ export class JetStreamPublisher implements Publisher {
         { v: 1, agent: this.options.agentId, partition, first: range.first, last: range.last },
         events,
       );
-      const ack = await this.js.publish(eventSubject(this.options.agentId, partition), data, {
+      const ack = await this.js!.publish(eventSubject(this.options.agentId, partition), data, {
         msgID: batchMessageId(this.options.agentId, range.first, range.last, partition),
         timeout: this.options.publishTimeoutMs,
       });

@@ -1,6 +1,7 @@
 /** Sends outbox ranges to the hub. A range is accepted (deleted from the outbox) only after the hub's ack. */
-export interface Publisher {
-  start(): void;
+export interface Publisher<Connection = unknown> {
+  /** Starts forwarding over a connection to the hub. */
+  start(connection: Connection): void;
   /** New rows were committed: wake up if idle. */
   notify(): void;
   /** Stops claiming new ranges and waits (up to `timeoutMs`) for in-flight ones to be acknowledged. */

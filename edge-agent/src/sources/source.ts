@@ -16,6 +16,10 @@ export interface Source {
 export interface SourceDeps {
   ingest: IngestPipeline;
   log: Logger;
+  /** The agent's data folder: sources that remember a position (file offsets, last row) keep it here. */
+  dataDir?: string;
+  /** The agent's id, to name per-agent state files and MQTT client ids. */
+  agentId?: string;
 }
 
 export type SourceFactory<Config> = (config: Config, deps: SourceDeps) => Source;

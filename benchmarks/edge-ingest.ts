@@ -1,0 +1,212 @@
+/**
+ * Edge agent throughput and latency, through one real agent process to JetStream PubAck:
+ *   (a) HTTP NDJSON batches, (b) MQTT QoS 1 publishes of reading arrays, (c) MQTT QoS 1 single events.
+ * Closed-loop load with bounded concurrency for a fixed time per scenario. Prints a table and writes
+ * benchmarks/results/edge-ingest-*.json.
+ *
+ *   npm run bench -- edge            (uses the local stack, starting it if needed)
+ *   npx tsx benchmarks/edge-ingest.ts --seconds 15
+ */
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { parseArgs } from 'node:util';
+import { connect } from '@nats-io/transport-node';
+import { jetstreamManager } from '@nats-io/jetstream';
+import mqtt from 'mqtt';
+import { decodeBatch } from '../shared/wire.js';
+import { freePort, startProcess, type ManagedProcess } from '../scripts/lib/processes.js';
+import { ensureRuntime, RUNTIME_DIR } from '../scripts/lib/runtime.js';
+import { DEFAULT_PORTS, DEFAULT_STACK_DIR, stackStatus, startStack } from '../scripts/lib/stack.js';
+import { LatencyRecorder, machineDescription, sampleProcess, table, writeResults } from './lib/measure.js';
+
+const { values } = parseArgs({ options: { seconds: { type: 'string', default: '15' }, only: { type: 'string' } } });
+const seconds = Number(values.seconds);
+const agentId = 'bench-edge';
+const logDir = join(RUNTIME_DIR, 'bench', 'logs');
+const say = (line: string) => process.stderr.write(`${line}\n`);
+
+const wasRunning = (await stackStatus(DEFAULT_STACK_DIR).catch(() => undefined))?.healthy === true;
+const stack = await startStack({ dir: DEFAULT_STACK_DIR, ports: DEFAULT_PORTS, detached: true, runtime: await ensureRuntime(say), log: say });
+const nc = await connect({ servers: stack.natsUrls });
+const jsm = await jetstreamManager(nc);
+
+// The hub creates the streams and its durable consumer; start it once so EVENTS exists, then stop it so that
+// only the agent uses the CPU. Published events stay in EVENTS until purged at the end.
+const hubPort = await freePort();
+const hub = await startProcess({ name: 'bench-hub-setup', script: 'bin/hub.js', logDir, healthUrl: `http://127.0.0.1:${hubPort}/healthz`, timeoutMs: 60000, env: { HUB_HTTP__PORT: String(hubPort) } });
+await hub.stop();
+
+interface ScenarioResult {
+  scenario: string;
+  events: number;
+  eventsPerSecond: number;
+  ackP50Ms: number;
+  ackP95Ms: number;
+  ackP99Ms: number;
+  toJetStreamP50Ms: number;
+  toJetStreamP95Ms: number;
+  toJetStreamP99Ms: number;
+  agentCpuPercent: number;
+  agentRssMB: number;
+  agentPeakRssMB: number;
+}
+
+type Load = (ports: { http: number; mqtt: number }, until: number, ack: LatencyRecorder) => Promise<number>;
+
+let counter = 0;
+function telemetryLine(device: number, now: number): string {
+  return `{"type":"device.telemetry","event_id":"b-${counter++}","device_id":"bench-${device}","timestamp":${now},"metric":"temperature","value":${(20 + (counter % 100) / 10).toFixed(1)}}`;
+}
+function telemetryObject(device: number, now: number): string {
+  return `{"event_id":"b-${counter++}","device_id":"bench-${device}","timestamp":${now},"metric":"temperature","value":${(20 + (counter % 100) / 10).toFixed(1)}}`;
+}
+
+const httpNdjson: Load = async (ports, until, ack) => {
+  const concurrency = 6;
+  const perRequest = 1000;
+  let events = 0;
+  await Promise.all(
+    Array.from({ length: concurrency }, async (_, worker) => {
+      while (Date.now() < until) {
+        const now = Date.now();
+        const lines: string[] = [];
+        for (let i = 0; i < perRequest; i++) lines.push(telemetryLine(worker * 1000 + (i % 200), now));
+        const started = performance.now();
+        const response = await fetch(`http://127.0.0.1:${ports.http}/v1/events`, { method: 'POST', headers: { 'content-type': 'application/x-ndjson' }, body: lines.join('\n') });
+        await response.arrayBuffer();
+        if (response.status !== 200) throw new Error(`HTTP ${response.status}`);
+        ack.record(performance.now() - started);
+        events += perRequest;
+      }
+    }),
+  );
+  return events;
+};
+
+function mqttLoad(clients: number, perPublish: number, inFlight: number): Load {
+  return async (ports, until, ack) => {
+    let events = 0;
+    const connections = await Promise.all(Array.from({ length: clients }, (_, c) => mqtt.connectAsync(`mqtt://127.0.0.1:${ports.mqtt}`, { clientId: `bench-${c}-${Date.now()}`, clean: true })));
+    await Promise.all(
+      connections.map(async (client, c) => {
+        const topic = `devices/bench-${c}/telemetry`;
+        await Promise.all(
+          Array.from({ length: inFlight }, async () => {
+            while (Date.now() < until) {
+              const now = Date.now();
+              let payload: string;
+              if (perPublish === 1) payload = telemetryObject(c, now);
+              else {
+                const items: string[] = [];
+                for (let i = 0; i < perPublish; i++) items.push(telemetryObject(c, now));
+                payload = `[${items.join(',')}]`;
+              }
+              const started = performance.now();
+              await client.publishAsync(topic, payload, { qos: 1 });
+              ack.record(performance.now() - started);
+              events += perPublish;
+            }
+          }),
+        );
+      }),
+    );
+    await Promise.all(connections.map((c) => c.endAsync()));
+    return events;
+  };
+}
+
+const scenarios: Array<{ name: string; load: Load }> = [
+  { name: '(a) HTTP NDJSON, 1000 events/request, 6 concurrent', load: httpNdjson },
+  { name: '(b) MQTT QoS 1, arrays of 100 readings, 20 clients x 4 in flight', load: mqttLoad(20, 100, 4) },
+  { name: '(c) MQTT QoS 1, single events, 100 clients x 8 in flight', load: mqttLoad(100, 1, 8) },
+];
+
+const results: ScenarioResult[] = [];
+for (const [index, scenario] of scenarios.entries()) {
+  if (values.only && !scenario.name.startsWith(`(${values.only})`)) continue;
+  const ports = { http: await freePort(), mqtt: await freePort(), admin: await freePort() };
+  const dataDir = mkdtempSync(join(tmpdir(), 'bench-agent-'));
+  const agent: ManagedProcess = await startProcess({
+    name: `bench-agent-${index}`,
+    script: 'bin/edge-agent.js',
+    logDir,
+    healthUrl: `http://127.0.0.1:${ports.admin}/healthz`,
+    env: {
+      LOG_LEVEL: 'warn',
+      ...(process.env.BENCH_AGENT_NODE_OPTIONS ? { NODE_OPTIONS: process.env.BENCH_AGENT_NODE_OPTIONS } : {}),
+      EDGE_AGENTID: agentId,
+      EDGE_DATADIR: dataDir,
+      EDGE_SOURCES__MQTT__PORT: String(ports.mqtt),
+      EDGE_SOURCES__HTTP__PORT: String(ports.http),
+      EDGE_ADMIN__PORT: String(ports.admin),
+    },
+  });
+  // Ingest-to-JetStream latency: a core subscription sees each message as the stream stores it; every event
+  // carries the agent's ingest time.
+  const toJetStream = new LatencyRecorder();
+  const subscription = nc.subscribe(`events.${agentId}.>`, {
+    callback: (_error, message) => {
+      const nowUs = Date.now() * 1000;
+      const batch = decodeBatch(message.data);
+      for (const event of batch.events) toJetStream.record((nowUs - event.its) / 1000);
+    },
+  });
+  const ack = new LatencyRecorder();
+  say(`running ${scenario.name} for ${seconds} s`);
+  const before = sampleProcess(agent.child.pid!);
+  const started = Date.now();
+  const events = await scenario.load(ports, started + seconds * 1000, ack);
+  // Wait until the agent has published everything it acknowledged.
+  for (let i = 0; i < 200; i++) {
+    const health = (await (await fetch(`http://127.0.0.1:${ports.admin}/healthz`)).json()) as { outbox: { rows: number } };
+    if (health.outbox.rows === 0) break;
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  const elapsed = (Date.now() - started) / 1000;
+  const after = sampleProcess(agent.child.pid!);
+  await nc.flush();
+  subscription.unsubscribe();
+  await agent.stop();
+  rmSync(dataDir, { recursive: true, force: true });
+  await jsm.streams.purge('EVENTS', { filter: `events.${agentId}.>` });
+  const a = ack.percentiles();
+  const j = toJetStream.percentiles();
+  results.push({
+    scenario: scenario.name,
+    events,
+    eventsPerSecond: Math.round(events / elapsed),
+    ackP50Ms: round(a.p50),
+    ackP95Ms: round(a.p95),
+    ackP99Ms: round(a.p99),
+    toJetStreamP50Ms: round(j.p50),
+    toJetStreamP95Ms: round(j.p95),
+    toJetStreamP99Ms: round(j.p99),
+    agentCpuPercent: Math.round(((after.cpuSeconds - before.cpuSeconds) / elapsed) * 100),
+    agentRssMB: Math.round(after.rssBytes / 2 ** 20),
+    agentPeakRssMB: Math.round(after.peakRssBytes / 2 ** 20),
+  });
+}
+
+function round(ms: number): number {
+  return Math.round(ms * 10) / 10;
+}
+
+await nc.close();
+if (!wasRunning) await stack.stop();
+
+const setup = `one edge agent process (synchronous=FULL outbox) -> 3-node JetStream R3 on the same machine; load generator in the benchmark process; ${seconds} s per scenario, closed loop; ${machineDescription()}`;
+const file = writeResults('edge-ingest', { date: new Date().toISOString(), setup, results });
+process.stdout.write(`\nEdge ingest to JetStream PubAck. Setup: ${setup}\n\n`);
+process.stdout.write(
+  table(
+    results.map((r) => ({
+      scenario: r.scenario,
+      'events/s': r.eventsPerSecond.toLocaleString('en-US'),
+      'device ack p50/p95/p99 ms': `${r.ackP50Ms} / ${r.ackP95Ms} / ${r.ackP99Ms}`,
+      'ingest->JetStream p50/p95/p99 ms': `${r.toJetStreamP50Ms} / ${r.toJetStreamP95Ms} / ${r.toJetStreamP99Ms}`,
+      'agent CPU %': r.agentCpuPercent,
+      'agent RSS MB (peak)': `${r.agentRssMB} (${r.agentPeakRssMB})`,
+    })),
+  ) + `\n\nwritten to ${file}\n`,
+);
