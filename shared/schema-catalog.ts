@@ -53,13 +53,29 @@ export function loadSchemaCatalog(dir: string = DEFAULT_SCHEMA_DIR): SchemaVersi
       if (!match) continue;
       const version = Number(match[1]);
       const path = join(typeDir, file);
-      const schema = JSON.parse(readFileSync(path, 'utf8')) as SchemaDocument;
-      checkSchemaDocument(schema, type, version, path);
-      versions.push({ type, version, schema });
+      versions.push(toSchemaVersion(type, version, JSON.parse(readFileSync(path, 'utf8')), path));
     }
   }
   versions.sort((a, b) => (a.type === b.type ? a.version - b.version : a.type < b.type ? -1 : 1));
   return versions;
+}
+
+/** True when `type` can name an event type (and a folder under schemas/). */
+export function isEventTypeName(type: string): boolean {
+  return TYPE_DIR.test(type);
+}
+
+/**
+ * Checks one schema document, read from a file or from the schema registry, and returns it as a version of `type`.
+ * `path` names where it came from in the errors.
+ */
+export function toSchemaVersion(type: string, version: number, document: unknown, path: string): SchemaVersion {
+  if (document === null || typeof document !== 'object' || Array.isArray(document)) {
+    throw new Error(`${path}: a schema must be a JSON object`);
+  }
+  const schema = document as SchemaDocument;
+  checkSchemaDocument(schema, type, version, path);
+  return { type, version, schema };
 }
 
 function checkSchemaDocument(schema: SchemaDocument, type: string, version: number, path: string): void {
@@ -73,6 +89,7 @@ function checkSchemaDocument(schema: SchemaDocument, type: string, version: numb
   if (!mapping || !IDENTIFIER.test(mapping.table)) {
     throw new Error(`${path}: x-questdb.table must be a lower-case identifier, got ${JSON.stringify(mapping?.table)}`);
   }
+  if (!Array.isArray(mapping.columns)) throw new Error(`${path}: x-questdb.columns must be a list`);
   for (const column of mapping.columns) {
     if (!IDENTIFIER.test(column.name)) {
       throw new Error(`${path}: column name ${JSON.stringify(column.name)} is not a lower-case identifier`);

@@ -1,15 +1,21 @@
 /** `/healthz` and `/metrics` (Prometheus text format) of the agent. */
 import { createServer, type Server } from 'node:http';
 import { Registry, Gauge, Counter, collectDefaultMetrics } from 'prom-client';
-import type { Outbox } from './buffer/outbox.js';
+import type { DeadLetterForwarder } from './buffer/jetstream-dead-letter-forwarder.js';
+import type { DeadLetterStore, Outbox } from './buffer/outbox.js';
 import type { IngestPipeline } from './ingest.js';
 import type { Publisher } from './publisher/publisher.js';
+import type { EventValidator } from './validation/event-validator.js';
+import type { KvSchemaWatcher } from './validation/kv-schema-watcher.js';
 
 export interface AdminDeps {
   agentId: string;
   outbox: Outbox;
   ingest: IngestPipeline;
   publisher: Publisher;
+  deadLetters?: { store: DeadLetterStore; forwarder: DeadLetterForwarder };
+  /** The watcher exists once the hub connection is up (and the registry is enabled). */
+  schemas?: { validator: EventValidator; watcher: () => KvSchemaWatcher | undefined };
 }
 
 export function createMetricsRegistry(deps: AdminDeps): Registry {
@@ -36,6 +42,9 @@ export function createMetricsRegistry(deps: AdminDeps): Registry {
   counter('edge_publish_errors_total', 'Failed publish attempts (retried with the same message ids).', () => deps.publisher.stats.publishErrors);
   counter('edge_publish_duplicates_total', 'Messages JetStream reported as duplicates of earlier sends.', () => deps.publisher.stats.duplicateMessages);
   counter('edge_outbox_dropped_total', 'Events dropped by the drop-oldest policy.', () => deps.outbox.stats().dropped);
+  counter('edge_aggregation_late_events_total', 'Events too late for their pre-aggregation window (already emitted).', () => deps.ingest.aggregationStats()?.lateEvents ?? 0);
+  counter('edge_aggregation_windows_emitted_total', 'Pre-aggregation window results emitted.', () => deps.ingest.aggregationStats()?.windowsEmitted ?? 0);
+  gauge('edge_aggregation_open_windows', 'Pre-aggregation windows open (state kept in the outbox database).', () => deps.ingest.aggregationStats()?.openWindows ?? 0);
   gauge('edge_outbox_rows', 'Events waiting in the outbox.', () => deps.outbox.stats().rows);
   gauge('edge_outbox_bytes', 'Bytes of events waiting in the outbox.', () => deps.outbox.stats().bytes);
   gauge('edge_outbox_max_bytes', 'Bound of the outbox in bytes.', () => deps.outbox.stats().maxBytes);
@@ -44,6 +53,22 @@ export function createMetricsRegistry(deps: AdminDeps): Registry {
     return oldest === undefined ? 0 : (Date.now() - oldest) / 1000;
   });
   gauge('edge_dead_letters', 'Dead letters stored.', () => deps.outbox.stats().deadLetters);
+  const { deadLetters, schemas } = deps;
+  if (deadLetters) {
+    const stats = () => deadLetters.store.deadLetterStats();
+    gauge('edge_dead_letters_unforwarded', 'Dead letters not yet acknowledged by the hub\'s DLQ stream.', () => stats().unforwarded);
+    gauge('edge_dead_letters_bytes', 'Payload bytes of the dead letters stored.', () => stats().bytes);
+    counter('edge_dead_letters_dropped_total', 'Dead letters deleted by the bound before they reached the hub.', () => stats().dropped);
+    counter('edge_dead_letters_pruned_total', 'Forwarded dead letters deleted by the bound.', () => stats().pruned);
+    counter('edge_dead_letters_forwarded_total', 'Dead letters acknowledged by the hub\'s DLQ stream.', () => deadLetters.forwarder.stats.forwarded);
+    counter('edge_dead_letter_forward_errors_total', 'Failed dead-letter publish attempts (retried).', () => deadLetters.forwarder.stats.errors);
+  }
+  if (schemas) {
+    gauge('edge_schema_versions', 'Schema versions the validator knows.', () => schemas.validator.versions().length);
+    counter('edge_schema_versions_learned_total', 'Schema versions added from the hub\'s registry while running.', () => schemas.watcher()?.stats.learned ?? 0);
+    counter('edge_schema_versions_refused_total', 'Registry entries the agent could not use.', () => schemas.watcher()?.stats.refused ?? 0);
+    gauge('edge_schema_registry_watching', '1 while the schema registry watch is established.', () => (schemas.watcher()?.stats.watching ? 1 : 0));
+  }
   gauge('edge_publish_ranges_in_flight', 'Outbox ranges sent and not yet acknowledged.', () => deps.publisher.stats.rangesInFlight);
   gauge('edge_publish_latency_seconds', 'Claim-to-PubAck time of the last range.', () => deps.publisher.stats.lastRangeLatencyMs / 1000);
   gauge('edge_hub_connected', '1 when the last publish succeeded.', () => (deps.publisher.stats.connected ? 1 : 0));
@@ -68,6 +93,8 @@ export async function startAdminServer(deps: AdminDeps, host: string, port: numb
           outbox,
           ingest: deps.ingest.counters,
           publisher: deps.publisher.stats,
+          ...(deps.deadLetters ? { deadLetters: { ...deps.deadLetters.store.deadLetterStats(), ...deps.deadLetters.forwarder.stats } } : {}),
+          ...(deps.schemas ? { schemas: { versions: deps.schemas.validator.versions(), registry: deps.schemas.watcher()?.stats ?? null } } : {}),
         }),
       );
     } else {

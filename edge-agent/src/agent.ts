@@ -4,20 +4,26 @@ import { join } from 'node:path';
 import { connect, type NatsConnection } from '@nats-io/transport-node';
 import { jetstream } from '@nats-io/jetstream';
 import type { Logger } from '../../shared/logger.js';
-import { loadSchemaCatalog } from '../../shared/schema-catalog.js';
 import { startAdminServer } from './admin-server.js';
+import { DeadLetterForwarder } from './buffer/jetstream-dead-letter-forwarder.js';
+import { PreAggregation } from './aggregation/pre-aggregation.js';
+import { SqliteWindowStore } from './aggregation/sqlite-window-store.js';
 import { SqliteOutbox } from './buffer/sqlite-outbox.js';
 import type { AgentConfig } from './config.js';
 import { IngestPipeline } from './ingest.js';
 import { JetStreamPublisher } from './publisher/jetstream-publisher.js';
 import { sources, type Source, type SourceName } from './sources/index.js';
 import { EventValidator } from './validation/event-validator.js';
+import { KvSchemaWatcher, loadAgentCatalog, schemaCacheDir } from './validation/kv-schema-watcher.js';
 
 export class EdgeAgent {
   private nc: NatsConnection | undefined;
   private outbox: SqliteOutbox | undefined;
   private ingest: IngestPipeline | undefined;
   private publisher: JetStreamPublisher | undefined;
+  private validator: EventValidator | undefined;
+  private schemaWatcher: KvSchemaWatcher | undefined;
+  private deadLetters: DeadLetterForwarder | undefined;
   private admin: Server | undefined;
   private readonly running: Source[] = [];
   private stopped = false;
@@ -29,12 +35,48 @@ export class EdgeAgent {
 
   async start(): Promise<void> {
     const { config, log } = this;
-    const validator = new EventValidator(loadSchemaCatalog(config.schemasDir));
-    this.outbox = new SqliteOutbox({ path: join(config.dataDir, `outbox-${config.agentId}.db`), ...config.outbox });
-    this.ingest = new IngestPipeline(validator, this.outbox, config.partitions, log);
+    // The local schemas plus the versions learned from the hub's registry before, so validation works offline.
+    const schemas = loadAgentCatalog(config.schemasDir, schemaCacheDir(config.dataDir));
+    for (const version of schemas.conflicts) log.warn({ version }, 'cached registry schema differs from the local one; using the local one');
+    for (const file of schemas.skipped) log.warn({ file }, 'unreadable cached schema skipped');
+    const validator = new EventValidator(schemas.catalog);
+    this.validator = validator;
+    log.info({ schemasDir: config.schemasDir, versions: validator.versions() }, 'schemas loaded');
+    this.outbox = new SqliteOutbox({
+      path: join(config.dataDir, `outbox-${config.agentId}.db`),
+      ...config.outbox,
+      deadLetters: { maxRows: config.deadLetters.maxRows, maxBytes: config.deadLetters.maxBytes },
+    });
+    const outbox = this.outbox;
+    const aggregation = config.aggregation.some((rule) => rule.mode !== 'raw')
+      ? {
+          pre: new PreAggregation(config.aggregation, new SqliteWindowStore(outbox.database), config.agentId, config.partitions),
+          runInTransaction: (work: () => void) => outbox.database.transaction(work)(),
+          idleCheckMs: 1000,
+        }
+      : undefined;
+    this.ingest = new IngestPipeline(validator, this.outbox, config.partitions, log, undefined, aggregation);
     const publisher = new JetStreamPublisher(this.outbox, { agentId: config.agentId, ...config.publisher }, log);
     this.publisher = publisher;
     this.ingest.onCommitted(() => publisher.notify());
+    const { forward, forwardBatch, forwardIntervalMs, maxForwardPayloadBytes } = config.deadLetters;
+    this.deadLetters = new DeadLetterForwarder(
+      this.outbox,
+      {
+        agentId: config.agentId,
+        forward,
+        batchSize: forwardBatch,
+        intervalMs: forwardIntervalMs,
+        maxPayloadBytes: maxForwardPayloadBytes,
+        publishTimeoutMs: config.publisher.publishTimeoutMs,
+        retryInitialMs: config.publisher.retryInitialMs,
+        retryMaxMs: config.publisher.retryMaxMs,
+      },
+      log,
+      // Events redriven by the edge-dlq CLI (another process) would otherwise wait for the next ingest commit.
+      () => publisher.notify(),
+    );
+    this.deadLetters.start();
     // The agent takes events even when the hub is unreachable (a gateway booting without uplink): sources start
     // now, and the publisher starts once the first connection succeeds; until then events wait in the outbox.
     void this.connectToHub(publisher);
@@ -52,7 +94,14 @@ export class EdgeAgent {
     }
     if (config.admin.port > 0) {
       this.admin = await startAdminServer(
-        { agentId: config.agentId, outbox: this.outbox, ingest: this.ingest, publisher: this.publisher },
+        {
+          agentId: config.agentId,
+          outbox: this.outbox,
+          ingest: this.ingest,
+          publisher: this.publisher,
+          deadLetters: { store: this.outbox, forwarder: this.deadLetters },
+          schemas: { validator, watcher: () => this.schemaWatcher },
+        },
         config.admin.host,
         config.admin.port,
       );
@@ -79,6 +128,12 @@ export class EdgeAgent {
       log.info({ server: nc.getServer() }, 'connected to the hub');
       void this.watchConnection(nc);
       publisher.start(jetstream(nc));
+      this.deadLetters?.connect(jetstream(nc));
+      if (config.schemaRegistry.enabled && this.validator) {
+        const { bucket, retryMs } = config.schemaRegistry;
+        this.schemaWatcher = new KvSchemaWatcher(this.validator, nc, { bucket, retryMs, cacheDir: schemaCacheDir(config.dataDir) }, log);
+        this.schemaWatcher.start();
+      }
     } catch (error) {
       log.error({ err: error }, 'cannot connect to the hub; events stay in the outbox');
     }
@@ -90,6 +145,8 @@ export class EdgeAgent {
     for (const source of this.running.splice(0)) await source.stop().catch((e: Error) => this.log.warn({ err: e.message }, 'source stop failed'));
     await this.ingest?.close();
     await this.publisher?.stop(this.config.shutdownTimeoutMs);
+    await this.deadLetters?.stop(this.config.shutdownTimeoutMs);
+    await this.schemaWatcher?.stop();
     await new Promise<void>((resolve) => (this.admin ? this.admin.close(() => resolve()) : resolve()));
     await this.nc?.drain().catch(() => undefined);
     this.outbox?.close();

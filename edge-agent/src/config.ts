@@ -3,9 +3,13 @@ import { hostname } from 'node:os';
 import { loadConfig, configPathFromArgv } from '../../shared/config.js';
 import { DEFAULT_SCHEMA_DIR } from '../../shared/schema-catalog.js';
 import { AGENT_ID_PATTERN } from '../../shared/wire.js';
+import { aggregationConfigSchema, type AggregationRule } from './aggregation/pre-aggregation.js';
 import type { FullPolicy } from './buffer/outbox.js';
+import { fileSourceConfigSchema, type FileSourceConfig } from './sources/file-source.js';
 import { httpSourceConfigSchema, type HttpSourceConfig } from './sources/http-source.js';
+import { mqttBridgeSourceConfigSchema, type MqttBridgeSourceConfig } from './sources/mqtt-bridge-source.js';
 import { mqttSourceConfigSchema, type MqttSourceConfig } from './sources/mqtt-source.js';
+import { sqlPollSourceConfigSchema, type SqlPollSourceConfig } from './sources/sql-poll-source.js';
 
 export interface AgentConfig {
   agentId: string;
@@ -23,8 +27,24 @@ export interface AgentConfig {
     retryInitialMs: number;
     retryMaxMs: number;
   };
-  sources: { mqtt: MqttSourceConfig; http: HttpSourceConfig };
+  sources: {
+    mqtt: MqttSourceConfig;
+    http: HttpSourceConfig;
+    mqttBridge: MqttBridgeSourceConfig;
+    file: FileSourceConfig;
+    sqlPoll: SqlPollSourceConfig;
+  };
+  aggregation: AggregationRule[];
   admin: { host: string; port: number };
+  schemaRegistry: { enabled: boolean; bucket: string; retryMs: number };
+  deadLetters: {
+    maxRows: number;
+    maxBytes: number;
+    forward: boolean;
+    forwardBatch: number;
+    forwardIntervalMs: number;
+    maxForwardPayloadBytes: number;
+  };
   shutdownTimeoutMs: number;
 }
 
@@ -110,8 +130,50 @@ export const agentConfigSchema = {
       additionalProperties: false,
       default: {},
       description: 'Where events come in.',
-      properties: { mqtt: mqttSourceConfigSchema, http: httpSourceConfigSchema },
+      properties: {
+        mqtt: mqttSourceConfigSchema,
+        http: httpSourceConfigSchema,
+        mqttBridge: mqttBridgeSourceConfigSchema,
+        file: fileSourceConfigSchema,
+        sqlPoll: sqlPollSourceConfigSchema,
+      },
     },
+    schemaRegistry: {
+      type: 'object',
+      additionalProperties: false,
+      default: {},
+      description: 'New schema versions from the hub (NATS KV), compiled without a restart; the local schemasDir is always loaded first.',
+      properties: {
+        enabled: { type: 'boolean', default: true, description: 'Watch the hub\'s schema registry bucket.' },
+        bucket: { type: 'string', pattern: '^[A-Za-z0-9_-]+$', default: 'schemas', description: 'KV bucket the hub publishes schema versions to.' },
+        retryMs: { type: 'integer', minimum: 100, default: 5000, description: 'Wait before watching again after the bucket was missing or the watch failed.' },
+      },
+    },
+    deadLetters: {
+      type: 'object',
+      additionalProperties: false,
+      default: {},
+      description: 'Refused events: kept in the outbox file (bounded), forwarded to the hub\'s DLQ stream, inspected and redriven with edge-dlq.',
+      properties: {
+        maxRows: { type: 'integer', minimum: 1, default: 100000, description: 'Most dead letters kept; over it, the oldest forwarded go first, then the oldest (counted as dropped).' },
+        maxBytes: {
+          type: 'integer',
+          minimum: 1024,
+          default: 67108864,
+          description: 'Most payload bytes of dead letters kept, with the same policy as maxRows. @default 64 MiB',
+        },
+        forward: { type: 'boolean', default: true, description: 'Send dead letters to the hub\'s DLQ stream (dlq.<agentId>); marked forwarded after the PubAck.' },
+        forwardBatch: { type: 'integer', minimum: 1, maximum: 1000, default: 100, description: 'Dead letters published per round.' },
+        forwardIntervalMs: { type: 'integer', minimum: 10, default: 1000, description: 'Pause between forwarding rounds when nothing is waiting.' },
+        maxForwardPayloadBytes: {
+          type: 'integer',
+          minimum: 0,
+          default: 65536,
+          description: 'Payload bytes sent with a dead letter; longer payloads are cut (marked truncated) and stay whole locally.',
+        },
+      },
+    },
+    aggregation: aggregationConfigSchema,
     admin: {
       type: 'object',
       additionalProperties: false,

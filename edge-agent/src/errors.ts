@@ -12,8 +12,32 @@ export const EdgeErrorCode = {
   TOPIC_MISMATCH: 'EDGE_ERR_TOPIC_MISMATCH',
   /** No MQTT route (topic pattern) matches the topic. */
   NO_ROUTE: 'EDGE_ERR_NO_ROUTE',
+  /** A CSV record does not parse or does not fit the header row. */
+  MALFORMED_CSV: 'EDGE_ERR_MALFORMED_CSV',
+  /** A source's configuration does not fit what it finds at start (missing table or column, bad identifier). */
+  SOURCE_CONFIG: 'EDGE_ERR_SOURCE_CONFIG',
   /** The payload exceeds the configured size limit. */
   TOO_LARGE: 'EDGE_ERR_TOO_LARGE',
+  /** The payload (or an NDJSON line) is not valid UTF-8, or a JSON string escapes a lone surrogate (no UTF-8 form). */
+  INVALID_UTF8: 'EDGE_ERR_INVALID_UTF8',
+  /** JSON nests arrays/objects deeper than the source's `maxJsonDepth`. */
+  TOO_DEEP: 'EDGE_ERR_TOO_DEEP',
+  /** A JSON number overflows a 64-bit float (e.g. `1e400`, which JSON.parse turns into Infinity). */
+  NUMBER_OUT_OF_RANGE: 'EDGE_ERR_NUMBER_OUT_OF_RANGE',
+  /** Unknown MQTT user name or wrong password, or an unknown HTTP API key. */
+  AUTH_FAILED: 'EDGE_ERR_AUTH_FAILED',
+  /** An authenticated MQTT device published, subscribed or set a will outside its own topics. */
+  NOT_AUTHORIZED: 'EDGE_ERR_NOT_AUTHORIZED',
+  /** An MQTT client id is too long or belongs to another device. */
+  CLIENT_ID_REJECTED: 'EDGE_ERR_CLIENT_ID_REJECTED',
+  /** The MQTT broker already holds `maxConnections` connections. */
+  TOO_MANY_CONNECTIONS: 'EDGE_ERR_TOO_MANY_CONNECTIONS',
+  /** An MQTT topic or topic filter has more levels than `maxTopicLevels`. */
+  TOPIC_TOO_DEEP: 'EDGE_ERR_TOPIC_TOO_DEEP',
+  /** An HTTP client exceeded its request or event rate. */
+  RATE_LIMITED: 'EDGE_ERR_RATE_LIMITED',
+  /** Too late for its pre-aggregation window, which was already emitted (aggregate-only mode). */
+  LATE_EVENT: 'EDGE_ERR_LATE_EVENT',
   /** The outbox is full and its policy is `reject`. */
   OUTBOX_FULL: 'EDGE_ERR_OUTBOX_FULL',
   /** The agent is shutting down and takes no new events. */

@@ -5,7 +5,8 @@
  *
  * Group commit: submissions that arrive in the same event-loop turn share one transaction (one fsync).
  */
-import { encodeEvent, partitionOf } from '../../shared/wire.js';
+import { encodeEvent, partitionOf, type WireEvent } from '../../shared/wire.js';
+import type { PreAggregation } from './aggregation/pre-aggregation.js';
 import type { Logger } from '../../shared/logger.js';
 import type { DeadLetter, Outbox, OutboxEvent } from './buffer/outbox.js';
 import { EdgeError, EdgeErrorCode, OutboxFullError } from './errors.js';
@@ -38,8 +39,17 @@ export interface IngestSource {
   origin?: string;
 }
 
+/** Pre-aggregation and a way to run several outbox appends as one transaction. */
+export interface AggregationStage {
+  pre: PreAggregation;
+  runInTransaction(work: () => void): void;
+  /** How often idle devices' windows are checked, ms. */
+  idleCheckMs: number;
+}
+
 interface Pending {
   events: OutboxEvent[];
+  aggregateInputs: WireEvent[];
   deadLetters: DeadLetter[];
   result: IngestResult;
   resolve: (result: IngestResult) => void;
@@ -52,6 +62,7 @@ export class IngestPipeline {
   private scheduled = false;
   private closed = false;
   private readonly committedListeners: Array<() => void> = [];
+  private readonly idleTimer: NodeJS.Timeout | undefined;
 
   constructor(
     private readonly validator: EventValidator,
@@ -59,7 +70,19 @@ export class IngestPipeline {
     private readonly partitions: number,
     private readonly log: Logger,
     private readonly nowUs: () => number = () => Date.now() * 1000,
-  ) {}
+    private readonly aggregation?: AggregationStage,
+  ) {
+    if (aggregation) {
+      this.idleTimer = setInterval(() => this.emitIdleWindows(), aggregation.idleCheckMs);
+      this.idleTimer.unref();
+    }
+  }
+
+  /** Pre-aggregation counters, when pre-aggregation is configured. */
+  aggregationStats(): { lateEvents: number; windowsEmitted: number; openWindows: number } | undefined {
+    const pre = this.aggregation?.pre;
+    return pre && { lateEvents: pre.lateEvents, windowsEmitted: pre.windowsEmitted, openWindows: pre.openWindows() };
+  }
 
   /** Called after each commit that added events (the publisher listens to start a batch). */
   onCommitted(listener: () => void): void {
@@ -74,6 +97,7 @@ export class IngestPipeline {
     if (this.closed) return Promise.reject(new EdgeError(EdgeErrorCode.SHUTTING_DOWN, 'agent is shutting down'));
     const eventContext: EventContext = { ...context, ingestTimeUs: this.nowUs() };
     const events: OutboxEvent[] = [];
+    const aggregateInputs: WireEvent[] = [];
     const deadLetters: DeadLetter[] = [];
     const result: IngestResult = { accepted: 0, rejected: [] };
     for (let index = 0; index < items.length; index++) {
@@ -84,7 +108,9 @@ export class IngestPipeline {
       } else {
         const validation = this.validator.validate(item.value, eventContext);
         if (validation.ok) {
-          events.push({ partition: partitionOf(validation.event.key, this.partitions), data: encodeEvent(validation.event) });
+          const mode = this.aggregation?.pre.modeOf(validation.event.type) ?? 'raw';
+          if (mode !== 'raw') aggregateInputs.push(validation.event);
+          if (mode !== 'aggregate') events.push({ partition: partitionOf(validation.event.key, this.partitions), data: encodeEvent(validation.event) });
           result.accepted++;
           continue;
         }
@@ -100,7 +126,7 @@ export class IngestPipeline {
       });
     }
     return new Promise((resolve, reject) => {
-      this.pending.push({ events, deadLetters, result, resolve, reject });
+      this.pending.push({ events, aggregateInputs, deadLetters, result, resolve, reject });
       if (!this.scheduled) {
         this.scheduled = true;
         setImmediate(() => this.commit());
@@ -111,6 +137,7 @@ export class IngestPipeline {
   /** Waits for pending commits and refuses new submissions. */
   async close(): Promise<void> {
     this.closed = true;
+    if (this.idleTimer) clearInterval(this.idleTimer);
     while (this.pending.length > 0 || this.scheduled) await new Promise((r) => setImmediate(r));
   }
 
@@ -120,7 +147,7 @@ export class IngestPipeline {
     this.pending = [];
     if (group.length === 0) return;
     try {
-      this.outbox.append(group.flatMap((p) => p.events), group.flatMap((p) => p.deadLetters));
+      this.append(group.flatMap((p) => p.events), group.flatMap((p) => p.deadLetters), group.flatMap((p) => p.aggregateInputs));
       this.counters.commits++;
       for (const p of group) this.settled(p);
     } catch (error) {
@@ -130,7 +157,7 @@ export class IngestPipeline {
         // The group does not fit as a whole: commit submission by submission so the ones that fit still go in.
         for (const p of group) {
           try {
-            this.outbox.append(p.events, p.deadLetters);
+            this.append(p.events, p.deadLetters, p.aggregateInputs);
             this.counters.commits++;
             this.settled(p);
           } catch (single) {
@@ -139,7 +166,50 @@ export class IngestPipeline {
         }
       }
     }
-    if (group.some((p) => p.events.length > 0)) for (const listener of this.committedListeners) listener();
+    if (group.some((p) => p.events.length > 0 || p.aggregateInputs.length > 0)) for (const listener of this.committedListeners) listener();
+  }
+
+  /**
+   * Appends events and dead letters; with pre-aggregation, the window update and the results it emits commit in
+   * the same transaction, so the state after a crash covers exactly the acknowledged events.
+   */
+  private append(events: OutboxEvent[], deadLetters: DeadLetter[], aggregateInputs: WireEvent[]): void {
+    const stage = this.aggregation;
+    if (!stage || aggregateInputs.length === 0) {
+      this.outbox.append(events, deadLetters);
+      return;
+    }
+    let applied = false;
+    try {
+      stage.runInTransaction(() => {
+        this.outbox.append(events, deadLetters);
+        applied = true;
+        const output = stage.pre.apply(aggregateInputs, Math.floor(this.nowUs() / 1000));
+        this.outbox.append(output.events, output.deadLetters);
+      });
+    } catch (error) {
+      // The transaction rolled back but the windows in memory already took the events: re-read them from disk.
+      if (applied) stage.pre.reload();
+      throw error;
+    }
+  }
+
+  private emitIdleWindows(): void {
+    const stage = this.aggregation!;
+    if (stage.pre.openWindows() === 0) return;
+    let emitted = 0;
+    try {
+      stage.runInTransaction(() => {
+        const output = stage.pre.flushIdle(Math.floor(this.nowUs() / 1000));
+        this.outbox.append(output.events, output.deadLetters);
+        emitted = output.events.length;
+      });
+    } catch (error) {
+      stage.pre.reload();
+      if (!(error instanceof OutboxFullError)) this.log.error({ err: error }, 'emitting idle windows failed');
+      return;
+    }
+    if (emitted > 0) for (const listener of this.committedListeners) listener();
   }
 
   private settled(p: Pending): void {

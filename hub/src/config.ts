@@ -16,6 +16,8 @@ export interface HubConfig {
     retryInitialMs: number;
     retryMaxMs: number;
     holdOnFailureMs: number;
+    maxUnresolvedMessages: number;
+    unresolvedTimeoutMs: number;
   };
   streams: {
     replicas: number;
@@ -27,6 +29,8 @@ export interface HubConfig {
     dlqMaxAgeMs: number;
   };
   schemasDir: string;
+  schemaRegistry: { enabled: boolean; bucket: string; replicas: number; watch: boolean; retryMs: number; missingTtlMs: number };
+  deadLetters: { publishTimeoutMs: number; maxInFlight: number };
   http: { host: string; port: number };
   logIntervalMs: number;
   shutdownTimeoutMs: number;
@@ -165,6 +169,22 @@ export const hubConfigSchema = {
             'While flushes keep failing, hold the unflushed messages this long, then nak them and drop their rows so ' +
             'JetStream redelivers them later (possibly to another hub process). Plus retryMaxMs, must be below consumer.ackWaitMs.',
         },
+        maxUnresolvedMessages: {
+          type: 'integer',
+          minimum: 1,
+          default: 1000,
+          description:
+            'Stop consuming while this many messages wait for a schema registry lookup or for the DLQ stream to confirm ' +
+            'their dead letters (policy when full: pause pulling).',
+        },
+        unresolvedTimeoutMs: {
+          type: 'integer',
+          minimum: 100,
+          default: 10000,
+          description:
+            'Nak (for redelivery after retryMaxMs) a message whose schema lookup or dead-letter publish has not finished ' +
+            'after this long. Must be below consumer.ackWaitMs.',
+        },
       },
     },
     streams: {
@@ -214,6 +234,45 @@ export const hubConfigSchema = {
       default: DEFAULT_SCHEMA_DIR,
       description: 'Folder of the versioned event schemas; tables and columns come from their x-questdb mapping. @default the repo\'s schemas/',
     },
+    schemaRegistry: {
+      type: 'object',
+      additionalProperties: false,
+      default: {},
+      description: 'The NATS KV bucket the hub publishes its schema versions to at start (after the compatibility check); edge agents watch it.',
+      properties: {
+        enabled: { type: 'boolean', default: true, description: 'Publish schemas/ into the registry and map the registry\'s versions too.' },
+        bucket: { type: 'string', pattern: '^[A-Za-z0-9_-]+$', default: 'schemas', description: 'KV bucket name (key <type>.v<N>).' },
+        replicas: { type: 'integer', minimum: 1, maximum: 5, default: 3, description: 'Replicas of the bucket when the hub creates it.' },
+        watch: {
+          type: 'boolean',
+          default: true,
+          description:
+            'While running, watch the bucket and map each new version (table and columns too) before its events arrive. ' +
+            'An event of a version the hub does not map makes it look the version up anyway.',
+        },
+        retryMs: { type: 'integer', minimum: 100, default: 2000, description: 'Wait before watching again after the watch failed.' },
+        missingTtlMs: {
+          type: 'integer',
+          minimum: 0,
+          default: 1000,
+          description:
+            'After a lookup found no such version, events of it go to the DLQ without asking the registry again for this ' +
+            'long (a version seen on the watch ends it at once).',
+        },
+      },
+    },
+    deadLetters: {
+      type: 'object',
+      additionalProperties: false,
+      default: {},
+      description:
+        'Events the hub cannot write (schema version unknown or refused, invalid event) go to the DLQ stream on ' +
+        'dlq.hub.<reason>; their message is acked only after the PubAck.',
+      properties: {
+        publishTimeoutMs: { type: 'integer', minimum: 100, default: 5000, description: 'Time to wait for the PubAck of one dead letter.' },
+        maxInFlight: { type: 'integer', minimum: 1, default: 256, description: 'Dead letters waiting for their PubAck at once.' },
+      },
+    },
     http: {
       type: 'object',
       additionalProperties: false,
@@ -246,6 +305,11 @@ export function checkHubConfig(config: HubConfig): HubConfig {
   if (config.sink.holdOnFailureMs + config.sink.retryMaxMs >= config.consumer.ackWaitMs) {
     problems.push(
       `sink.holdOnFailureMs + sink.retryMaxMs must be below consumer.ackWaitMs (else JetStream redelivers held messages first), got ${config.sink.holdOnFailureMs} + ${config.sink.retryMaxMs} >= ${config.consumer.ackWaitMs}`,
+    );
+  }
+  if (config.sink.unresolvedTimeoutMs >= config.consumer.ackWaitMs) {
+    problems.push(
+      `sink.unresolvedTimeoutMs must be below consumer.ackWaitMs (else JetStream redelivers the waiting messages first), got ${config.sink.unresolvedTimeoutMs} >= ${config.consumer.ackWaitMs}`,
     );
   }
   if (config.sink.maxBufferedRows < config.sink.maxRows) {

@@ -20,8 +20,17 @@ export const HubErrorCode = {
   FLUSH_FAILED: 'HUB_ERR_FLUSH_FAILED',
   /** A JetStream message is not a wire-version-1 event batch (poison message; it is terminated). */
   UNDECODABLE_MESSAGE: 'HUB_ERR_UNDECODABLE_MESSAGE',
-  /** An event's type/version has no schema in the hub's catalogue. */
+  /** An event's type/version has no schema in the hub's catalogue nor in the schema registry (dead-lettered). */
   UNKNOWN_SCHEMA: 'HUB_ERR_UNKNOWN_SCHEMA',
+  /**
+   * A schema version is refused: incompatible with the version before it, or its QuestDB mapping conflicts with
+   * the tables (logged at start; its events are dead-lettered while running).
+   */
+  SCHEMA_INCOMPATIBLE: 'HUB_ERR_SCHEMA_INCOMPATIBLE',
+  /** Reading the schema registry or preparing the table of a new version failed (transient: the message is redelivered). */
+  SCHEMA_LOOKUP_FAILED: 'HUB_ERR_SCHEMA_LOOKUP_FAILED',
+  /** The DLQ stream did not confirm a dead letter (the message is not acked, so it is redelivered). */
+  DEAD_LETTER_FAILED: 'HUB_ERR_DEAD_LETTER_FAILED',
   /** An event lacks a usable id or timestamp, so it cannot become a row. */
   INVALID_EVENT: 'HUB_ERR_INVALID_EVENT',
 } as const;

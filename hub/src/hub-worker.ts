@@ -8,6 +8,12 @@
  * (below the consumer's ack_wait), the held messages are nak'ed and their rows dropped, so memory stays bounded
  * and JetStream redelivers them later; QuestDB's dedup keys make any replay harmless.
  *
+ * An event the sink cannot write (a schema version this process does not map yet, an event that cannot become a row)
+ * does not hold up the others: its message stays held, unacked, while UnmappedEvents looks the version up in the
+ * schema registry (then writes the event) or stores the event in the DLQ stream; the message is acked with the first
+ * flush after that. If the lookup or the DLQ publish fails or takes longer than `unresolvedTimeoutMs`, the message is
+ * nak'ed and redelivered. So no message is acked before each of its events is in QuestDB or in the DLQ.
+ *
  * Later stages (windows, CEP) fit between source and sink; whatever they hold must gate the acks the same way.
  */
 import type { Logger } from '../../shared/logger.js';
@@ -15,6 +21,8 @@ import type { BatchSource, Inbound } from './consumer/consumer.js';
 import { errorMessage } from './errors.js';
 import type { HubMetrics } from './metrics.js';
 import type { Sink, WriteResult } from './sinks/sink.js';
+import { DEAD_LETTER_CODES } from './sinks/dead-letter-sink.js';
+import { SettleAborted, UnmappedEvents } from './unmapped-events.js';
 
 export interface HubWorkerSettings {
   /** Flush as soon as this many rows are buffered. */
@@ -29,7 +37,14 @@ export interface HubWorkerSettings {
   holdOnFailureMs: number;
   /** On stop, how long to keep retrying the last flush before nak'ing what is left. */
   shutdownTimeoutMs: number;
+  /** Stop reading while this many messages wait for a schema lookup or a DLQ publish. @default 1000 */
+  maxUnresolvedMessages?: number;
+  /** Nak a message whose schema lookup or DLQ publish has not finished after this long. @default 10000 */
+  unresolvedTimeoutMs?: number;
 }
+
+const DEFAULT_MAX_UNRESOLVED_MESSAGES = 1000;
+const DEFAULT_UNRESOLVED_TIMEOUT_MS = 10_000;
 
 export interface Clock {
   /** Epoch milliseconds. */
@@ -48,6 +63,8 @@ export interface WorkerStatus {
   failingSince: number | undefined;
   bufferedRows: number;
   heldMessages: number;
+  /** Held messages waiting for a schema lookup or a DLQ publish. */
+  unresolvedMessages?: number;
 }
 
 export interface WorkerStats {
@@ -61,8 +78,21 @@ export interface WorkerStats {
   unknownSchema: number;
   invalidEvents: number;
   invalidColumns: number;
+  /** Events written after their schema version was learned from the registry. */
+  writtenAfterLookup: number;
+  /** Events stored in the DLQ stream (confirmed). */
+  deadLettered: number;
+  /** Messages nak'ed because a schema lookup or a DLQ publish failed or timed out. */
+  unresolvedFailures: number;
   acked: number;
   naked: number;
+}
+
+/** A message whose skipped events are being looked up or dead-lettered. */
+interface Unresolved {
+  abort: AbortController;
+  timer: NodeJS.Timeout;
+  done: Promise<void>;
 }
 
 type HeldMessage = Extract<Inbound, { type: 'batch' }>;
@@ -99,12 +129,17 @@ export class HubWorker {
     unknownSchema: 0,
     invalidEvents: 0,
     invalidColumns: 0,
+    writtenAfterLookup: 0,
+    deadLettered: 0,
+    unresolvedFailures: 0,
     acked: 0,
     naked: 0,
   };
 
   /** Messages whose rows are in the sink and not yet confirmed, oldest first. */
   private held: HeldMessage[] = [];
+  /** Held messages not to be acked yet: their skipped events are not settled (a subset of `held`). */
+  private readonly unresolved = new Map<HeldMessage, Unresolved>();
   /** When the oldest row not yet in a flush was written. */
   private oldestAt: number | undefined;
   private flushing: Promise<boolean> | undefined;
@@ -120,16 +155,22 @@ export class HubWorker {
   private readonly clock: Clock;
   private readonly log: Logger;
   private readonly metrics: HubMetrics;
+  private readonly unmapped: UnmappedEvents;
+  private readonly maxUnresolved: number;
+  private readonly unresolvedTimeoutMs: number;
 
   constructor(
     private readonly source: BatchSource,
     private readonly sink: Sink,
     private readonly settings: HubWorkerSettings,
-    deps: { metrics: HubMetrics; log: Logger; clock?: Clock },
+    deps: { metrics: HubMetrics; log: Logger; clock?: Clock; unmapped?: UnmappedEvents },
   ) {
     this.metrics = deps.metrics;
     this.log = deps.log;
     this.clock = deps.clock ?? systemClock;
+    this.unmapped = deps.unmapped ?? NO_RECOVERY;
+    this.maxUnresolved = settings.maxUnresolvedMessages ?? DEFAULT_MAX_UNRESOLVED_MESSAGES;
+    this.unresolvedTimeoutMs = settings.unresolvedTimeoutMs ?? DEFAULT_UNRESOLVED_TIMEOUT_MS;
   }
 
   /** Reads the source until it ends (after `stop()`), then flushes and settles what it still holds. */
@@ -195,6 +236,7 @@ export class HubWorker {
       failingSince: this.failingSince,
       bufferedRows: this.sink.bufferedRows,
       heldMessages: this.held.length,
+      unresolvedMessages: this.unresolved.size,
     };
   }
 
@@ -208,12 +250,88 @@ export class HubWorker {
     if (result.skipped.length > 0 || result.invalidColumns.length > 0) this.reportSkips(message, result);
     this.held.push(message);
     this.oldestAt ??= this.clock.now();
+    if (result.skipped.length > 0) this.settle(message, result);
     this.schedule();
+  }
+
+  /** Looks up or dead-letters the skipped events of a held message, which is not acked until that is done. */
+  private settle(message: HeldMessage, result: WriteResult): void {
+    const abort = new AbortController();
+    const timer = setTimeout(
+      () => this.abandon(message, new Error(`schema lookup or DLQ publish not done after ${this.unresolvedTimeoutMs} ms`)),
+      this.unresolvedTimeoutMs,
+    );
+    const input = { batch: message.batch, seq: message.seq, skipped: result.skipped, skippedAt: result.skippedAt };
+    const entry: Unresolved = { abort, timer, done: Promise.resolve() };
+    this.unresolved.set(message, entry);
+    this.updateGauges();
+    entry.done = this.unmapped.settle(input, (batch) => this.writeLate(message, batch), abort.signal).then(
+      (outcome) => {
+        if (this.unresolved.get(message) !== entry) return; // given back meanwhile
+        clearTimeout(timer);
+        this.unresolved.delete(message);
+        this.stats.writtenAfterLookup += outcome.written;
+        if (outcome.written > 0) this.metrics.eventsLearnedLate.inc(outcome.written);
+        this.stats.deadLettered += outcome.deadLettered.length;
+        for (const letter of outcome.deadLettered) this.metrics.eventsDeadLettered.inc({ reason: letter.reason });
+        this.reportDeadLetters(message, outcome.deadLettered);
+        // Acked with the next flush (which also carries the rows written just now).
+        this.oldestAt ??= this.clock.now();
+        this.updateGauges();
+        this.wake();
+        this.schedule();
+      },
+      (error: unknown) => {
+        if (this.unresolved.get(message) !== entry || error instanceof SettleAborted) return;
+        this.abandon(message, error);
+      },
+    );
+  }
+
+  /** Writes the events of a message whose schema version was just learned. */
+  private writeLate(message: HeldMessage, batch: HeldMessage['batch']): WriteResult {
+    const result = this.sink.write(batch);
+    if (result.invalidColumns.length > 0) this.reportSkips(message, { ...result, skipped: [] });
+    this.oldestAt ??= this.clock.now();
+    return result;
+  }
+
+  /** Gives one unresolved message back to JetStream (its rows already written are harmless: dedup keys). */
+  private abandon(message: HeldMessage, error: unknown): void {
+    const entry = this.unresolved.get(message);
+    if (!entry) return;
+    this.cancel(message, entry);
+    const index = this.held.indexOf(message);
+    if (index >= 0) this.held.splice(index, 1);
+    const delayMs = this.settings.retryMaxMs;
+    message.nak(delayMs);
+    this.stats.naked++;
+    this.stats.unresolvedFailures++;
+    this.metrics.messagesNaked.inc();
+    this.metrics.deadLetterFailures.inc();
+    const suppressed = this.throttle.hit('unresolved-failed', this.clock.now());
+    if (suppressed >= 0) {
+      this.log.warn(
+        { err: errorMessage(error), agent: message.batch.agent, seq: message.seq, delayMs, suppressed },
+        'events without a mapped schema could be neither written nor dead-lettered; message given back for redelivery',
+      );
+    }
+    this.updateGauges();
+    this.wake();
+    this.schedule();
+  }
+
+  private cancel(message: HeldMessage, entry: Unresolved): void {
+    clearTimeout(entry.timer);
+    entry.abort.abort();
+    this.unresolved.delete(message);
   }
 
   /** Starts a flush when the buffer is full, else arms the interval timer. No-op while a flush or retry is pending. */
   private schedule(): void {
-    if (this.stopping || this.flushing || this.failingSince !== undefined || this.held.length === 0) return;
+    if (this.stopping || this.flushing || this.failingSince !== undefined) return;
+    // Nothing to ack or write: only unresolved messages are held, and each schedules a flush once it is settled.
+    if (this.held.length === this.unresolved.size && this.sink.bufferedRows === 0) return;
     if (this.sink.bufferedRows >= this.settings.maxRows) {
       void this.flush();
       return;
@@ -227,9 +345,14 @@ export class HubWorker {
   }
 
   private async flushOnce(): Promise<boolean> {
-    const messages = this.held;
-    const oldestAt = this.oldestAt;
+    // Unresolved messages stay held: what settling them writes comes after this flush's rows, into the next one.
+    let messages = this.held;
     this.held = [];
+    if (this.unresolved.size > 0) {
+      this.held = messages.filter((m) => this.unresolved.has(m));
+      messages = messages.filter((m) => !this.unresolved.has(m));
+    }
+    const oldestAt = this.oldestAt;
     this.oldestAt = undefined;
     const started = this.clock.now();
     let result;
@@ -324,6 +447,7 @@ export class HubWorker {
   private giveBack(reason: string, delayMs: number): void {
     const messages = this.held;
     this.held = [];
+    for (const [message, entry] of [...this.unresolved]) this.cancel(message, entry);
     this.oldestAt = undefined;
     const rows = this.sink.discard();
     for (const message of messages) message.nak(delayMs);
@@ -335,7 +459,11 @@ export class HubWorker {
 
   private mustPause(): boolean {
     if (this.stopping) return false;
-    return this.failingSince !== undefined || this.sink.bufferedRows >= this.settings.maxBufferedRows;
+    return (
+      this.failingSince !== undefined ||
+      this.sink.bufferedRows >= this.settings.maxBufferedRows ||
+      this.unresolved.size >= this.maxUnresolved
+    );
   }
 
   private waitForRoom(): Promise<void> {
@@ -358,6 +486,11 @@ export class HubWorker {
     let delay = this.settings.retryInitialMs;
     const sleep = (ms: number, value: boolean): Promise<boolean> =>
       new Promise((resolve) => setTimeout(resolve, Math.max(0, ms), value));
+    // Lookups and DLQ publishes in flight first, so that their messages are acked with the last flush.
+    if (this.unresolved.size > 0) {
+      const settling = Promise.allSettled([...this.unresolved.values()].map((entry) => entry.done)).then(() => true);
+      await Promise.race([settling, sleep(deadline - this.clock.now(), false)]);
+    }
     while (this.held.length > 0 || this.sink.bufferedRows > 0 || this.flushing) {
       // A flush that does not settle by the deadline is left behind; its messages are redelivered after ack_wait.
       if (await Promise.race([this.flush(), sleep(deadline - this.clock.now(), false)])) break;
@@ -366,7 +499,9 @@ export class HubWorker {
       await sleep(Math.min(delay, left), false);
       delay = Math.min(delay * 2, this.settings.retryMaxMs);
     }
-    if (this.held.length > 0 && !this.flushing) this.giveBack('stopping while the sink fails', 0);
+    if (this.held.length > 0 && !this.flushing) {
+      this.giveBack(this.unresolved.size > 0 ? 'stopping before their events were looked up or dead-lettered' : 'stopping while the sink fails', 0);
+    }
     this.clearTimers();
     this.state = 'stopped';
     this.updateGauges();
@@ -387,6 +522,30 @@ export class HubWorker {
     this.log.error({ subject: item.subject, seq: item.seq, bytes: item.bytes, err: item.error }, 'undecodable message terminated');
   }
 
+  private reportDeadLetters(message: HeldMessage, letters: UnmappedLetters): void {
+    if (letters.length === 0) return;
+    const now = this.clock.now();
+    for (const letter of letters) {
+      const event = letter.event as { type?: unknown; sv?: unknown; id?: unknown } | null;
+      const type = event !== null && typeof event === 'object' ? `${String(event.type)}/v${String(event.sv)}` : 'not an object';
+      const suppressed = this.throttle.hit(`dlq:${letter.reason}`, now);
+      if (suppressed < 0) continue;
+      this.log.warn(
+        {
+          code: DEAD_LETTER_CODES[letter.reason],
+          reason: letter.reason,
+          detail: letter.detail,
+          event: type,
+          eventId: event !== null && typeof event === 'object' ? event.id : undefined,
+          agent: message.batch.agent,
+          seq: message.seq,
+          suppressed,
+        },
+        `event dead-lettered: ${letter.detail}`,
+      );
+    }
+  }
+
   private reportSkips(message: HeldMessage, result: WriteResult): void {
     const now = this.clock.now();
     for (const skip of result.skipped) {
@@ -397,7 +556,7 @@ export class HubWorker {
         if (suppressed >= 0) {
           this.log.warn(
             { eventType: skip.eventType, version: skip.version, eventId: skip.id, agent: message.batch.agent, seq: message.seq, suppressed },
-            'event of a type/version without schema skipped',
+            'event of a type/version this hub does not map: looking it up in the schema registry',
           );
         }
       } else {
@@ -405,7 +564,7 @@ export class HubWorker {
         this.metrics.eventsSkipped.inc({ reason: 'invalid_event' });
         const suppressed = this.throttle.hit('invalid', now);
         if (suppressed >= 0) {
-          this.log.warn({ eventId: skip.id, reason: skip.reason, agent: message.batch.agent, seq: message.seq, suppressed }, 'invalid event skipped');
+          this.log.warn({ eventId: skip.id, reason: skip.reason, agent: message.batch.agent, seq: message.seq, suppressed }, 'invalid event: not written, goes to the DLQ');
         }
       }
     }
@@ -433,5 +592,18 @@ export class HubWorker {
   private updateGauges(): void {
     this.metrics.bufferedRows.set(this.sink.bufferedRows);
     this.metrics.heldMessages.set(this.held.length);
+    this.metrics.unresolvedMessages.set(this.unresolved.size);
   }
 }
+
+type UnmappedLetters = Awaited<ReturnType<UnmappedEvents['settle']>>['deadLettered'];
+
+/** Without a resolver and a DLQ nothing can be settled: such messages are given back, never acked. */
+const NO_RECOVERY = new UnmappedEvents(
+  { resolve: async (type, version) => ({ status: 'unknown', reason: `no schema ${type} v${version} (no schema registry configured)` }) },
+  {
+    publish: async () => {
+      throw new Error('no DLQ configured');
+    },
+  },
+);

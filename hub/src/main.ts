@@ -1,5 +1,6 @@
 /**
- * Hub entry point; only wires: config, NATS, streams, consumer, QuestDB tables and sink, worker, status server.
+ * Hub entry point; only wires: config, NATS, streams, consumer, QuestDB tables and sink, schema registry (publish at
+ * start, watch and look up while running), DLQ, worker, status server.
  * `node bin/hub.js --config hub.yaml` (or `npm run hub`). SIGTERM/SIGINT: stop consuming, flush and ack what is
  * buffered, drain NATS, exit 0.
  */
@@ -8,22 +9,35 @@ import { connect, type NatsConnection } from '@nats-io/transport-node';
 import { ConfigError } from '../../shared/config.js';
 import { createLogger, type Logger } from '../../shared/logger.js';
 import { loadSchemaCatalog } from '../../shared/schema-catalog.js';
+import { loadCompatModes } from '../../shared/schema-compat.js';
 import { EVENTS_STREAM } from '../../shared/wire.js';
 import { loadHubConfig, type HubConfig } from './config.js';
 import { ensureDurableConsumer, JetStreamBatchSource } from './consumer/jetstream-consumer.js';
 import { errorMessage, isPermanent } from './errors.js';
 import { healthOf, startStatusServer } from './http-status-server.js';
-import { HubWorker, type WorkerStatus } from './hub-worker.js';
+import { HubWorker, systemClock, type WorkerStatus } from './hub-worker.js';
 import { HubMetrics } from './metrics.js';
 import { createQuestDbSink } from './sinks/questdb-sink.js';
 import { QuestDbRest } from './sinks/questdb-rest.js';
 import { RowMappings } from './sinks/questdb-rows.js';
 import { ensureTables, reservedTableWarnings, tableSpecs } from './sinks/questdb-tables.js';
+import { JetStreamDeadLetterSink } from './sinks/jetstream-dead-letter-sink.js';
+import { KvSchemaRegistry, KvSchemaWatch } from './kv-schema-registry.js';
+import { openSchemaBucket, planSchemas, publishSchemas, SCHEMA_REFUSED, type SchemaPlan } from './schema-publisher.js';
+import { RegistrySchemaResolver, StaticSchemaResolver, type SchemaResolver } from './schema-resolver.js';
 import { ensureStreams, streamSpecs } from './streams.js';
+import { UnmappedEvents } from './unmapped-events.js';
 
 class ShutdownRequested extends Error {}
 
-const startingStatus: WorkerStatus = { state: 'starting', lastFlush: undefined, failingSince: undefined, bufferedRows: 0, heldMessages: 0 };
+const startingStatus: WorkerStatus = {
+  state: 'starting',
+  lastFlush: undefined,
+  failingSince: undefined,
+  bufferedRows: 0,
+  heldMessages: 0,
+  unresolvedMessages: 0,
+};
 
 /** Retries a start-up step with backoff until it succeeds, fails permanently, or shutdown is requested. */
 async function retrying<T>(what: string, step: () => Promise<T>, signal: AbortSignal, log: Logger): Promise<T> {
@@ -121,12 +135,12 @@ async function main(): Promise<number> {
   process.on('SIGTERM', onSignal);
   process.on('SIGINT', onSignal);
 
-  // Schemas first: a catalogue the hub cannot map is a deployment error, found before touching any server.
-  const catalog = loadSchemaCatalog(config.schemasDir);
-  const mappings = new RowMappings(catalog);
-  const tables = tableSpecs(catalog);
-  log.info({ schemasDir: config.schemasDir, schemaVersions: mappings.size, tables: tables.map((t) => t.table) }, 'schema catalogue loaded');
-  for (const warning of reservedTableWarnings(tables)) log.error(warning);
+  // Schemas first: a catalogue the hub cannot map is a deployment error, found before touching any server. Versions
+  // incompatible with the one before them are left out (and logged once the registry was read, below).
+  const folder = loadSchemaCatalog(config.schemasDir);
+  const compatModes = loadCompatModes(config.schemasDir);
+  let schemaPlan: SchemaPlan = planSchemas(folder, [], compatModes);
+  tableSpecs(schemaPlan.catalog);
 
   const nc = await connect({
     servers: config.nats.servers,
@@ -141,6 +155,7 @@ async function main(): Promise<number> {
   let exitCode = 0;
   let stopStats = (): void => undefined;
   let statusServer: Awaited<ReturnType<typeof startStatusServer>> | undefined;
+  let schemaWatch: KvSchemaWatch | undefined;
   const metrics = new HubMetrics(undefined, { defaultMetrics: true });
   try {
     // Up before the start-up steps, so an orchestrator sees 503 "starting" rather than a closed port.
@@ -167,6 +182,21 @@ async function main(): Promise<number> {
     };
     await retrying('streams and consumer', ensureJetStream, shutdown.signal, log);
 
+    if (config.schemaRegistry.enabled) {
+      const { bucket, replicas } = config.schemaRegistry;
+      const publish = async () => publishSchemas(await openSchemaBucket(jetstream(nc), bucket, replicas), folder, compatModes, log);
+      schemaPlan = await retrying('schema registry', publish, shutdown.signal, log);
+    } else {
+      for (const r of schemaPlan.refused) log.error({ code: SCHEMA_REFUSED, type: r.type, version: r.version, reasons: r.reasons }, `schema version refused: ${r.reasons.join('; ')}`);
+    }
+    // The registry's versions are mapped too (another hub may have published newer ones). Versions published
+    // while this hub runs are learned by the schema resolver below (watch, and lookup when an event needs one).
+    const catalog = schemaPlan.catalog;
+    const mappings = new RowMappings(catalog);
+    const tables = tableSpecs(catalog);
+    log.info({ schemasDir: config.schemasDir, schemaVersions: mappings.size, tables: tables.map((t) => t.table) }, 'schema catalogue loaded');
+    for (const warning of reservedTableWarnings(tables)) log.error(warning);
+
     const questdb = {
       httpUrl: config.questdb.httpUrl,
       username: config.questdb.username,
@@ -189,6 +219,35 @@ async function main(): Promise<number> {
       log,
     );
 
+    let resolver: SchemaResolver = new StaticSchemaResolver(mappings);
+    if (config.schemaRegistry.enabled) {
+      const registry = new KvSchemaRegistry(jetstream(nc), config.schemaRegistry.bucket);
+      const learning = new RegistrySchemaResolver({
+        catalog,
+        modes: compatModes,
+        mappings,
+        registry,
+        migrateTables: (specs) => ensureTables(rest, specs, log),
+        missingTtlMs: config.schemaRegistry.missingTtlMs,
+        clock: systemClock,
+        log,
+        metrics,
+      });
+      resolver = learning;
+      if (config.schemaRegistry.watch) {
+        schemaWatch = new KvSchemaWatch(registry, (entry) => learning.offer(entry), { retryMs: config.schemaRegistry.retryMs, log });
+        schemaWatch.start();
+      }
+    } else {
+      metrics.schemaVersions.set(mappings.size);
+    }
+    const deadLetters = new JetStreamDeadLetterSink(jetstream(nc), {
+      hubName: config.nats.name,
+      publishTimeoutMs: config.deadLetters.publishTimeoutMs,
+      maxInFlight: config.deadLetters.maxInFlight,
+      clock: systemClock,
+    });
+
     const source = new JetStreamBatchSource(jetstream(nc), {
       stream: EVENTS_STREAM,
       durableName: config.consumer.durableName,
@@ -196,11 +255,17 @@ async function main(): Promise<number> {
       log,
       recover: ensureJetStream,
     });
-    worker = new HubWorker(source, sink, { ...config.sink, shutdownTimeoutMs: config.shutdownTimeoutMs }, { metrics, log });
+    worker = new HubWorker(
+      source,
+      sink,
+      { ...config.sink, shutdownTimeoutMs: config.shutdownTimeoutMs },
+      { metrics, log, unmapped: new UnmappedEvents(resolver, deadLetters) },
+    );
     stopStats = startStatsLog(worker, config.logIntervalMs, log);
     if (shutdown.signal.aborted) await worker.stop();
     log.info({ durable: config.consumer.durableName, ...config.sink }, 'hub consuming');
     await worker.run();
+    await schemaWatch?.stop();
     await sink.close();
     log.info({ totals: worker.stats }, 'hub stopped');
   } catch (error) {
@@ -210,6 +275,7 @@ async function main(): Promise<number> {
     }
   } finally {
     stopStats();
+    await schemaWatch?.stop();
     await statusServer?.close();
     await nc.drain().catch(() => undefined);
   }

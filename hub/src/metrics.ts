@@ -13,6 +13,13 @@ export class HubMetrics {
   readonly flushRows: Histogram;
   readonly decodeErrors: Counter;
   readonly eventsSkipped: Counter<'reason'>;
+  readonly eventsDeadLettered: Counter<'reason'>;
+  readonly deadLetterFailures: Counter;
+  readonly eventsLearnedLate: Counter;
+  readonly unresolvedMessages: Gauge;
+  readonly schemaVersions: Gauge;
+  readonly schemaVersionsLearned: Counter<'via'>;
+  readonly schemaLookups: Counter<'result'>;
   readonly invalidColumns: Counter;
   readonly eventLatency: Histogram;
   readonly ingestLatency: Histogram;
@@ -49,8 +56,44 @@ export class HubMetrics {
     this.decodeErrors = new Counter({ name: 'hub_decode_errors_total', help: 'Messages that are not event batches (terminated)', registers });
     this.eventsSkipped = new Counter({
       name: 'hub_events_skipped_total',
-      help: 'Events not written: reason=unknown_schema (type/version not in the catalogue) or invalid_event',
+      help:
+        'Events the sink could not map when they arrived: reason=unknown_schema (type/version not mapped) or invalid_event. ' +
+        'Each is then written after its version was learned, or dead-lettered',
       labelNames: ['reason'],
+      registers,
+    });
+    this.eventsDeadLettered = new Counter({
+      name: 'hub_events_dead_lettered_total',
+      help: 'Events stored in the DLQ stream (dlq.hub.<reason>) instead of QuestDB: unknown_schema, schema_incompatible, invalid_event',
+      labelNames: ['reason'],
+      registers,
+    });
+    this.deadLetterFailures = new Counter({
+      name: 'hub_dead_letter_failures_total',
+      help: 'Messages not acked because the DLQ stream did not confirm their dead letters or the schema lookup failed (redelivered)',
+      registers,
+    });
+    this.eventsLearnedLate = new Counter({
+      name: 'hub_events_written_after_lookup_total',
+      help: 'Events written once their schema version was learned from the registry after they arrived',
+      registers,
+    });
+    this.unresolvedMessages = new Gauge({
+      name: 'hub_unresolved_messages',
+      help: 'Messages waiting for a schema lookup or for the DLQ stream to confirm their dead letters',
+      registers,
+    });
+    this.schemaVersions = new Gauge({ name: 'hub_schema_versions', help: 'Schema versions the hub maps to tables', registers });
+    this.schemaVersionsLearned = new Counter({
+      name: 'hub_schema_versions_learned_total',
+      help: 'Schema versions mapped while running, learned from the registry: via=watch (before their events) or lookup (on an event)',
+      labelNames: ['via'],
+      registers,
+    });
+    this.schemaLookups = new Counter({
+      name: 'hub_schema_lookups_total',
+      help: 'Registry lookups for an event of an unmapped version: result=mapped, unknown, refused or error',
+      labelNames: ['result'],
       registers,
     });
     this.invalidColumns = new Counter({

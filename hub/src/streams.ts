@@ -1,6 +1,7 @@
 /**
- * The hub owns the JetStream streams: EVENTS (what edges publish) and DLQ (what could not be written). Both are
- * created or brought up to date at every start, so config changes (replicas, limits) roll out with the hub.
+ * The hub owns the JetStream streams: EVENTS (what edges publish) and DLQ (the dead letters edges forward, and the
+ * events the hub itself could not write, see sinks/dead-letter-sink.ts). Both are created or brought up to date at
+ * every start, so config changes (replicas, limits) roll out with the hub.
  *
  * EVENTS uses `discard: new`: a full stream refuses publishes instead of silently dropping old, unconsumed data; the
  * edge keeps the events in its outbox and retries. With the default `interest` retention, acked messages leave the
@@ -40,7 +41,9 @@ export function streamSpecs(config: HubConfig['streams']): StreamSpec[] {
     {
       name: DLQ_STREAM,
       subjects: [DLQ_SUBJECTS],
-      description: 'Events or batches the hub could not write (dlq.<agent>)',
+      description:
+        'Dead letters, one msgpack record each: events edge agents refused (dlq.<agent>, Nats-Msg-Id <agent>:dlq:<id>) and ' +
+        'events the hub could not write (dlq.hub.<reason>, Nats-Msg-Id hub.dlq:<event id>@<ts>)',
       storage: StorageType.File,
       retention: RetentionPolicy.Limits,
       discard: DiscardPolicy.Old,

@@ -10,26 +10,77 @@ import Database from 'better-sqlite3';
 import { mkdirSync } from 'node:fs';
 import { dirname } from 'node:path';
 import { OutboxFullError } from '../errors.js';
-import type { DeadLetter, FullPolicy, Outbox, OutboxEvent, OutboxRange, OutboxRow, OutboxStats } from './outbox.js';
+import type {
+  DeadLetter,
+  DeadLetterQuery,
+  DeadLetterStats,
+  DeadLetterStore,
+  DeadLetterSummary,
+  FullPolicy,
+  Outbox,
+  OutboxEvent,
+  OutboxRange,
+  OutboxRow,
+  OutboxStats,
+  Redrive,
+  StoredDeadLetter,
+} from './outbox.js';
 
 export interface SqliteOutboxOptions {
   path: string;
   maxBytes: number;
   fullPolicy: FullPolicy;
   synchronous: 'full' | 'normal';
+  /** Bound of the dead-letter table; over it, the oldest forwarded ones go first, then the oldest of all. */
+  deadLetters?: { maxRows: number; maxBytes: number };
   /** Injected clock (epoch ms) for row timestamps. */
   now?: () => number;
 }
 
-export class SqliteOutbox implements Outbox {
+/** Default bound of the dead-letter table when the options name none. */
+export const DEFAULT_DEAD_LETTER_BOUND = { maxRows: 100_000, maxBytes: 64 * 1024 * 1024 };
+
+interface DeadLetterRow {
+  id: number;
+  at: number;
+  source: string;
+  code: string;
+  reason: string;
+  origin: string | null;
+  default_type: string | null;
+  expected_key: string | null;
+  payload?: Uint8Array;
+  bytes: number;
+  forwarded_at: number | null;
+}
+
+const DEAD_LETTER_COLUMNS = 'id, at, source, code, reason, origin, default_type, expected_key, length(payload) AS bytes, forwarded_at';
+
+export class SqliteOutbox implements Outbox, DeadLetterStore {
   private readonly db: Database.Database;
   private readonly now: () => number;
-  private bytes: number;
-  private rows: number;
+  private bytes = 0;
+  private rows = 0;
   private dropped = 0;
-  private deadLetterCount: number;
+  private readonly deadLetterBound: { maxRows: number; maxBytes: number };
+  private deadLetterCount = 0;
+  private deadLetterBytes = 0;
+  private deadLettersUnforwarded = 0;
+  private deadLettersDropped = 0;
+  private deadLettersPruned = 0;
+  private dataVersion: number;
+  private readonly dl: {
+    oldestForwarded: Database.Statement<[number], { id: number; bytes: number }>;
+    oldestUnforwarded: Database.Statement<[number], { id: number; bytes: number }>;
+    deleteOne: Database.Statement<[number]>;
+    markForwarded: Database.Statement<[number, number]>;
+    unforwarded: Database.Statement<[number], DeadLetterRow>;
+    one: Database.Statement<[number], DeadLetterRow>;
+  };
+  private readonly markForwardedTx: (ids: number[]) => number;
+  private readonly redriveTx: (moves: Redrive[]) => number[];
   private readonly insertEvent: Database.Statement<[number, Uint8Array, number]>;
-  private readonly insertDeadLetter: Database.Statement<[number, string, string, string, string | null, Uint8Array]>;
+  private readonly insertDeadLetter: Database.Statement<[number, string, string, string, string | null, Uint8Array, string | null, string | null]>;
   private readonly appendTx: (events: OutboxEvent[], deadLetters: DeadLetter[]) => void;
   private readonly selectAfter: Database.Statement<[number, number], OutboxRow>;
   private readonly selectRange: Database.Statement<[number, number], OutboxRow>;
@@ -66,17 +117,23 @@ export class SqliteOutbox implements Outbox {
         payload BLOB NOT NULL
       );
     `);
-    const totals = this.db.prepare('SELECT COUNT(*) AS rows, COALESCE(SUM(length(data)), 0) AS bytes FROM outbox').get() as {
-      rows: number;
-      bytes: number;
-    };
-    this.rows = totals.rows;
-    this.bytes = totals.bytes;
-    this.deadLetterCount = (this.db.prepare('SELECT COUNT(*) AS n FROM dead_letters').get() as { n: number }).n;
+    // Columns added after the first outbox files: forwarded_at (when the hub's DLQ stream acknowledged the dead
+    // letter), and the source's default type and expected key (to validate the payload again on redrive).
+    const columns = this.db.prepare('PRAGMA table_info(dead_letters)').all() as { name: string }[];
+    for (const [name, type] of [['forwarded_at', 'INTEGER'], ['default_type', 'TEXT'], ['expected_key', 'TEXT']] as const) {
+      if (!columns.some((c) => c.name === name)) this.db.exec(`ALTER TABLE dead_letters ADD COLUMN ${name} ${type}`);
+    }
+    this.db.exec(`
+      CREATE INDEX IF NOT EXISTS dead_letters_unforwarded ON dead_letters (id) WHERE forwarded_at IS NULL;
+      CREATE INDEX IF NOT EXISTS dead_letters_forwarded ON dead_letters (id) WHERE forwarded_at IS NOT NULL;
+    `);
+    this.deadLetterBound = options.deadLetters ?? DEFAULT_DEAD_LETTER_BOUND;
+    this.readTotals();
+    this.dataVersion = this.db.pragma('data_version', { simple: true }) as number;
 
     this.insertEvent = this.db.prepare('INSERT INTO outbox (partition, data, appended_at) VALUES (?, ?, ?)');
     this.insertDeadLetter = this.db.prepare(
-      'INSERT INTO dead_letters (at, source, code, reason, origin, payload) VALUES (?, ?, ?, ?, ?, ?)',
+      'INSERT INTO dead_letters (at, source, code, reason, origin, payload, default_type, expected_key) VALUES (?, ?, ?, ?, ?, ?, ?, ?)',
     );
     this.selectAfter = this.db.prepare('SELECT seq, partition, data FROM outbox WHERE seq > ? ORDER BY seq LIMIT ?');
     this.selectRange = this.db.prepare('SELECT seq, partition, data FROM outbox WHERE seq BETWEEN ? AND ? ORDER BY seq');
@@ -85,13 +142,52 @@ export class SqliteOutbox implements Outbox {
     const maxClaimed = this.db.prepare('SELECT COALESCE(MAX(last), 0) AS last FROM claimed_ranges');
     const oldestUnclaimed = this.db.prepare('SELECT seq, length(data) AS bytes FROM outbox WHERE seq > ? ORDER BY seq LIMIT 1000');
     const deleteOne = this.db.prepare('DELETE FROM outbox WHERE seq = ?');
+    this.dl = {
+      oldestForwarded: this.db.prepare('SELECT id, length(payload) AS bytes FROM dead_letters WHERE forwarded_at IS NOT NULL ORDER BY id LIMIT ?'),
+      oldestUnforwarded: this.db.prepare('SELECT id, length(payload) AS bytes FROM dead_letters WHERE forwarded_at IS NULL ORDER BY id LIMIT ?'),
+      deleteOne: this.db.prepare('DELETE FROM dead_letters WHERE id = ?'),
+      markForwarded: this.db.prepare('UPDATE dead_letters SET forwarded_at = ? WHERE id = ? AND forwarded_at IS NULL'),
+      unforwarded: this.db.prepare(`SELECT ${DEAD_LETTER_COLUMNS}, payload FROM dead_letters WHERE forwarded_at IS NULL ORDER BY id LIMIT ?`),
+      one: this.db.prepare(`SELECT ${DEAD_LETTER_COLUMNS}, payload FROM dead_letters WHERE id = ?`),
+    };
 
     this.appendTx = this.db.transaction((events: OutboxEvent[], deadLetters: DeadLetter[]) => {
       const at = this.now();
       for (const event of events) this.insertEvent.run(event.partition, event.data, at);
       for (const letter of deadLetters) {
-        this.insertDeadLetter.run(at, letter.source, letter.code, letter.reason, letter.origin ?? null, letter.payload);
+        this.insertDeadLetter.run(
+          at,
+          letter.source,
+          letter.code,
+          letter.reason,
+          letter.origin ?? null,
+          letter.payload,
+          letter.defaultType ?? null,
+          letter.expectedKey ?? null,
+        );
+        this.deadLetterCount++;
+        this.deadLettersUnforwarded++;
+        this.deadLetterBytes += letter.payload.byteLength;
       }
+      if (deadLetters.length > 0) this.boundDeadLetters();
+    });
+    this.markForwardedTx = this.db.transaction((ids: number[]) => {
+      const at = this.now();
+      let marked = 0;
+      for (const id of ids) marked += this.dl.markForwarded.run(at, id).changes;
+      return marked;
+    });
+    this.redriveTx = this.db.transaction((moves: Redrive[]) => {
+      const at = this.now();
+      const moved: number[] = [];
+      for (const move of moves) {
+        const letter = this.dl.one.get(move.id);
+        if (!letter) continue;
+        this.dl.deleteOne.run(move.id);
+        for (const event of move.events) this.insertEvent.run(event.partition, event.data, at);
+        moved.push(move.id);
+      }
+      return moved;
     });
     this.acceptTx = this.db.transaction((range: OutboxRange) => {
       deleteRange.run(range.first, range.last);
@@ -123,10 +219,15 @@ export class SqliteOutbox implements Outbox {
       this.dropped += this.dropTx(this.bytes + size - this.options.maxBytes);
       if (this.bytes + size > this.options.maxBytes) throw new OutboxFullError(this.bytes, this.options.maxBytes);
     }
-    this.appendTx(events, deadLetters);
+    try {
+      this.appendTx(events, deadLetters);
+    } catch (error) {
+      // The dead-letter counters move inside the transaction; after a rollback, read them back.
+      this.readTotals();
+      throw error;
+    }
     this.bytes += size;
     this.rows += events.length;
-    this.deadLetterCount += deadLetters.length;
   }
 
   readAfter(afterSeq: number, maxRows: number, maxBytes: number): OutboxRow[] {
@@ -171,7 +272,147 @@ export class SqliteOutbox implements Outbox {
     };
   }
 
+  // --- dead letters ------------------------------------------------------------------------------------------
+
+  unforwarded(limit: number): StoredDeadLetter[] {
+    return this.dl.unforwarded.all(limit).map(toStoredDeadLetter);
+  }
+
+  markForwarded(ids: number[]): void {
+    if (ids.length === 0) return;
+    this.deadLettersUnforwarded -= this.markForwardedTx(ids);
+  }
+
+  listDeadLetters(query: Omit<DeadLetterQuery, 'afterId'>): DeadLetterSummary[] {
+    const rows = (
+      query.code === undefined
+        ? this.db.prepare(`SELECT ${DEAD_LETTER_COLUMNS} FROM dead_letters ORDER BY id DESC LIMIT ?`).all(query.limit)
+        : this.db.prepare(`SELECT ${DEAD_LETTER_COLUMNS} FROM dead_letters WHERE code = ? ORDER BY id DESC LIMIT ?`).all(query.code, query.limit)
+    ) as DeadLetterRow[];
+    return rows.map((row) => {
+      const { payload: _payload, ...summary } = toStoredDeadLetter(row);
+      return summary;
+    });
+  }
+
+  readDeadLetters(query: DeadLetterQuery): StoredDeadLetter[] {
+    const after = query.afterId ?? 0;
+    const rows = (
+      query.code === undefined
+        ? this.db.prepare(`SELECT ${DEAD_LETTER_COLUMNS}, payload FROM dead_letters WHERE id > ? ORDER BY id LIMIT ?`).all(after, query.limit)
+        : this.db
+            .prepare(`SELECT ${DEAD_LETTER_COLUMNS}, payload FROM dead_letters WHERE id > ? AND code = ? ORDER BY id LIMIT ?`)
+            .all(after, query.code, query.limit)
+    ) as DeadLetterRow[];
+    return rows.map(toStoredDeadLetter);
+  }
+
+  getDeadLetter(id: number): StoredDeadLetter | undefined {
+    const row = this.dl.one.get(id);
+    return row ? toStoredDeadLetter(row) : undefined;
+  }
+
+  redrive(moves: Redrive[]): number[] {
+    let size = 0;
+    for (const move of moves) for (const event of move.events) size += event.data.byteLength;
+    if (this.bytes + size > this.options.maxBytes) throw new OutboxFullError(this.bytes, this.options.maxBytes);
+    const moved = this.redriveTx(moves);
+    // Counters from the table: cheaper to re-read than to track which letters were forwarded, and redrive is rare.
+    this.readTotals();
+    return moved;
+  }
+
+  deadLetterStats(): DeadLetterStats {
+    return {
+      rows: this.deadLetterCount,
+      bytes: this.deadLetterBytes,
+      unforwarded: this.deadLettersUnforwarded,
+      maxRows: this.deadLetterBound.maxRows,
+      maxBytes: this.deadLetterBound.maxBytes,
+      dropped: this.deadLettersDropped,
+      pruned: this.deadLettersPruned,
+    };
+  }
+
+  syncExternalChanges(): boolean {
+    // PRAGMA data_version changes when another connection committed to the database (and only then).
+    const version = this.db.pragma('data_version', { simple: true }) as number;
+    if (version === this.dataVersion) return false;
+    this.dataVersion = version;
+    this.readTotals();
+    return true;
+  }
+
+  /** The database, for state that must commit in the outbox's transactions (pre-aggregation windows). */
+  get database(): Database.Database {
+    return this.db;
+  }
+
   close(): void {
     this.db.close();
   }
+
+  private readTotals(): void {
+    const outbox = this.db.prepare('SELECT COUNT(*) AS rows, COALESCE(SUM(length(data)), 0) AS bytes FROM outbox').get() as { rows: number; bytes: number };
+    this.rows = outbox.rows;
+    this.bytes = outbox.bytes;
+    const letters = this.db
+      .prepare(
+        'SELECT COUNT(*) AS rows, COALESCE(SUM(length(payload)), 0) AS bytes, COALESCE(SUM(forwarded_at IS NULL), 0) AS unforwarded FROM dead_letters',
+      )
+      .get() as { rows: number; bytes: number; unforwarded: number };
+    this.deadLetterCount = letters.rows;
+    this.deadLetterBytes = letters.bytes;
+    this.deadLettersUnforwarded = letters.unforwarded;
+  }
+
+  /**
+   * Runs inside the append transaction when the table is over its bound. Forwarded dead letters go first, down to
+   * 90% of the bound so this does not run on every append; then, if still over, the oldest unforwarded ones, only
+   * down to the bound, counted as dropped (edge_dead_letters_dropped_total).
+   */
+  private boundDeadLetters(): void {
+    const { maxRows, maxBytes } = this.deadLetterBound;
+    if (this.deadLetterCount <= maxRows && this.deadLetterBytes <= maxBytes) return;
+    const lowRows = Math.floor(maxRows * 0.9);
+    const lowBytes = Math.floor(maxBytes * 0.9);
+    const trim = (select: Database.Statement<[number], { id: number; bytes: number }>, over: () => boolean, onDelete: () => void) => {
+      while (over()) {
+        const batch = select.all(500);
+        if (batch.length === 0) return;
+        for (const row of batch) {
+          if (!over()) return;
+          this.dl.deleteOne.run(row.id);
+          this.deadLetterCount--;
+          this.deadLetterBytes -= row.bytes;
+          onDelete();
+        }
+      }
+    };
+    trim(this.dl.oldestForwarded, () => this.deadLetterCount > lowRows || this.deadLetterBytes > lowBytes, () => this.deadLettersPruned++);
+    trim(
+      this.dl.oldestUnforwarded,
+      () => this.deadLetterCount > maxRows || this.deadLetterBytes > maxBytes,
+      () => {
+        this.deadLettersUnforwarded--;
+        this.deadLettersDropped++;
+      },
+    );
+  }
+}
+
+function toStoredDeadLetter(row: DeadLetterRow): StoredDeadLetter {
+  return {
+    id: row.id,
+    at: row.at,
+    source: row.source,
+    code: row.code,
+    reason: row.reason,
+    ...(row.origin !== null ? { origin: row.origin } : {}),
+    ...(row.default_type !== null ? { defaultType: row.default_type } : {}),
+    ...(row.expected_key !== null ? { expectedKey: row.expected_key } : {}),
+    payload: row.payload ?? new Uint8Array(0),
+    bytes: row.bytes,
+    ...(row.forwarded_at !== null ? { forwardedAt: row.forwarded_at } : {}),
+  };
 }

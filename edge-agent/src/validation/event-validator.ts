@@ -3,15 +3,13 @@
  * Validators are compiled once per schema version (ajv), so the per-event cost is one compiled function call.
  */
 import { createHash } from 'node:crypto';
-import { Ajv2020 } from 'ajv/dist/2020.js';
+import type { Ajv2020 } from 'ajv/dist/2020.js';
 import type { ValidateFunction, ErrorObject } from 'ajv';
-import addFormatsModule from 'ajv-formats';
+import { createSchemaAjv } from '../../../shared/schema-ajv.js';
 import type { SchemaVersion } from '../../../shared/schema-catalog.js';
+import { canonicalJson } from '../../../shared/schema-registry.js';
 import type { WireEvent } from '../../../shared/wire.js';
 import { EdgeErrorCode } from '../errors.js';
-
-// ajv-formats ships CommonJS; under NodeNext its default export is the module object.
-const addFormats = addFormatsModule as unknown as (ajv: Ajv2020) => Ajv2020;
 
 export interface Rejection {
   code: EdgeErrorCode;
@@ -38,29 +36,63 @@ interface CompiledVersion {
   version: number;
   validate: ValidateFunction;
   partitionKey: string;
+  /** Canonical JSON of the schema, to tell a repeated version from a conflicting one. */
+  canonical: string;
 }
 
+interface KnownType {
+  latest: number;
+  versions: ReadonlyMap<number, CompiledVersion>;
+}
+
+/** Result of adding a version at run time. */
+export type AddVersionResult = 'added' | 'unchanged';
+
 export class EventValidator {
-  private readonly types = new Map<string, { latest: number; versions: Map<number, CompiledVersion> }>();
+  private readonly ajv: Ajv2020 = createSchemaAjv();
+  // Replaced as a whole, never mutated: a new version is compiled first, then swapped in with one assignment, so
+  // validate() (synchronous) always sees either the old or the new set of versions, and every older version stays.
+  private types: ReadonlyMap<string, KnownType> = new Map();
 
   constructor(catalog: SchemaVersion[]) {
-    const ajv = new Ajv2020({ allErrors: false, strict: true, allowUnionTypes: true });
-    addFormats(ajv);
-    ajv.addKeyword({ keyword: 'x-partition-key', schemaType: 'string' });
-    ajv.addKeyword({ keyword: 'x-questdb', schemaType: 'object' });
-    for (const entry of catalog) {
-      let type = this.types.get(entry.type);
-      if (!type) {
-        type = { latest: 0, versions: new Map() };
-        this.types.set(entry.type, type);
-      }
-      type.versions.set(entry.version, {
-        version: entry.version,
-        validate: ajv.compile(entry.schema),
-        partitionKey: entry.schema['x-partition-key'],
-      });
-      type.latest = Math.max(type.latest, entry.version);
+    for (const entry of catalog) this.addVersion(entry);
+  }
+
+  /**
+   * Compiles one more schema version (e.g. learned from the schema registry) and makes it available to the next
+   * validate() call. A version already known with the same content is `unchanged`; with other content it throws,
+   * because published versions are immutable. Throws, and changes nothing, when the schema does not compile.
+   */
+  addVersion(entry: SchemaVersion): AddVersionResult {
+    const canonical = canonicalJson(entry.schema);
+    const known = this.types.get(entry.type);
+    const existing = known?.versions.get(entry.version);
+    if (existing) {
+      if (existing.canonical === canonical) return 'unchanged';
+      throw new Error(`${entry.type} v${entry.version} differs from the version already loaded; schema versions are immutable`);
     }
+    let validate: ValidateFunction;
+    try {
+      validate = this.ajv.compile(entry.schema);
+    } catch (error) {
+      this.ajv.removeSchema(entry.schema.$id);
+      throw new Error(`${entry.type} v${entry.version} does not compile: ${(error as Error).message}`);
+    }
+    const compiled: CompiledVersion = { version: entry.version, validate, partitionKey: entry.schema['x-partition-key'], canonical };
+    const next = new Map(this.types);
+    next.set(entry.type, {
+      latest: Math.max(known?.latest ?? 0, entry.version),
+      versions: new Map(known?.versions ?? []).set(entry.version, compiled),
+    });
+    this.types = next;
+    return 'added';
+  }
+
+  /** Every known version, e.g. `device.telemetry/v2`, sorted. */
+  versions(): string[] {
+    return [...this.types]
+      .flatMap(([type, known]) => [...known.versions.keys()].map((v) => `${type}/v${v}`))
+      .sort((a, b) => a.localeCompare(b, 'en', { numeric: true }));
   }
 
   knownTypes(): string[] {

@@ -59,32 +59,51 @@ export type MapResult =
   | { ok: true; row: Row; /** Columns left unset because the value did not fit the column type. */ invalidColumns?: string[] }
   | { ok: false; code: typeof HubErrorCode.INVALID_EVENT; reason: string };
 
-/** Mappings of every (type, version) of the catalogue; throws HUB_ERR_SCHEMA_CONFLICT on a malformed mapping. */
+/**
+ * The row mapping of one schema version, checked: throws HUB_ERR_SCHEMA_CONFLICT on a malformed mapping (a column
+ * shadowing a standard one, twice the same column, no field path, an unknown type).
+ */
+export function rowMappingOf(entry: SchemaVersion): RowMapping {
+  const mapping = entry.schema['x-questdb'];
+  const seen = new Set<string>();
+  const columns: MappedColumn[] = [];
+  for (const column of mapping.columns) {
+    const where = `${entry.type}/v${entry.version}: x-questdb column "${column.name}"`;
+    if (STANDARD_COLUMN_NAMES.has(column.name)) {
+      throw new HubError(HubErrorCode.SCHEMA_CONFLICT, `${where} shadows a standard column (${[...STANDARD_COLUMN_NAMES].join(', ')})`);
+    }
+    if (seen.has(column.name)) throw new HubError(HubErrorCode.SCHEMA_CONFLICT, `${where} appears twice`);
+    if (typeof column.field !== 'string' || column.field === '') {
+      throw new HubError(HubErrorCode.SCHEMA_CONFLICT, `${where} has no field path`);
+    }
+    if (!['SYMBOL', 'VARCHAR', 'DOUBLE', 'LONG', 'BOOLEAN', 'TIMESTAMP', 'JSON'].includes(column.type)) {
+      throw new HubError(HubErrorCode.SCHEMA_CONFLICT, `${where} has unknown type ${JSON.stringify(column.type)}`);
+    }
+    seen.add(column.name);
+    columns.push({ name: column.name, path: column.field.split('.'), type: column.type });
+  }
+  return { type: entry.type, version: entry.version, table: mapping.table, columns };
+}
+
+/**
+ * Mappings of every (type, version) of the catalogue; throws HUB_ERR_SCHEMA_CONFLICT on a malformed mapping.
+ * Versions learned from the schema registry while the hub runs are added with `add()`; the sink reads the same
+ * instance, so it writes them from its next batch on.
+ */
 export class RowMappings {
   private readonly byKey = new Map<string, RowMapping>();
 
   constructor(catalog: readonly SchemaVersion[]) {
-    for (const entry of catalog) {
-      const mapping = entry.schema['x-questdb'];
-      const seen = new Set<string>();
-      const columns: MappedColumn[] = [];
-      for (const column of mapping.columns) {
-        const where = `${entry.type}/v${entry.version}: x-questdb column "${column.name}"`;
-        if (STANDARD_COLUMN_NAMES.has(column.name)) {
-          throw new HubError(HubErrorCode.SCHEMA_CONFLICT, `${where} shadows a standard column (${[...STANDARD_COLUMN_NAMES].join(', ')})`);
-        }
-        if (seen.has(column.name)) throw new HubError(HubErrorCode.SCHEMA_CONFLICT, `${where} appears twice`);
-        if (typeof column.field !== 'string' || column.field === '') {
-          throw new HubError(HubErrorCode.SCHEMA_CONFLICT, `${where} has no field path`);
-        }
-        if (!['SYMBOL', 'VARCHAR', 'DOUBLE', 'LONG', 'BOOLEAN', 'TIMESTAMP', 'JSON'].includes(column.type)) {
-          throw new HubError(HubErrorCode.SCHEMA_CONFLICT, `${where} has unknown type ${JSON.stringify(column.type)}`);
-        }
-        seen.add(column.name);
-        columns.push({ name: column.name, path: column.field.split('.'), type: column.type });
-      }
-      this.byKey.set(key(entry.type, entry.version), { type: entry.type, version: entry.version, table: mapping.table, columns });
-    }
+    for (const entry of catalog) this.add(entry);
+  }
+
+  /** Maps one more version (replacing nothing: a version already mapped keeps its mapping). */
+  add(entry: SchemaVersion): RowMapping {
+    const existing = this.byKey.get(key(entry.type, entry.version));
+    if (existing) return existing;
+    const mapping = rowMappingOf(entry);
+    this.byKey.set(key(entry.type, entry.version), mapping);
+    return mapping;
   }
 
   get(type: string, version: number): RowMapping | undefined {

@@ -104,20 +104,26 @@ export class QuestDbSink implements Sink {
     const hubTs = this.options.nowMicros();
     let rows = 0;
     let skipped: SkippedEvent[] | undefined;
+    let skippedAt: number[] | undefined;
     let invalidColumns: string[] | undefined;
-    for (const event of batch.events) {
+    const events = batch.events;
+    for (let index = 0; index < events.length; index++) {
+      const event = events[index]!;
       if (event === null || typeof event !== 'object') {
         (skipped ??= []).push({ type: 'invalid_event', id: '', reason: 'event is not an object' });
+        (skippedAt ??= []).push(index);
         continue;
       }
       const mapping = mappings.get(event.type, event.sv);
       if (!mapping) {
         (skipped ??= []).push({ type: 'unknown_schema', eventType: String(event.type), version: Number(event.sv), id: String(event.id) });
+        (skippedAt ??= []).push(index);
         continue;
       }
       const mapped = mapEvent(mapping, event, batch.agent);
       if (!mapped.ok) {
         (skipped ??= []).push({ type: 'invalid_event', id: String(event.id), reason: mapped.reason });
+        (skippedAt ??= []).push(index);
         continue;
       }
       if (mapped.invalidColumns) (invalidColumns ??= []).push(...mapped.invalidColumns.map((c) => `${mapping.table}.${c}`));
@@ -125,7 +131,7 @@ export class QuestDbSink implements Sink {
       rows++;
       if (!this.stale) this.encode(mapped.row, hubTs);
     }
-    return { rows, skipped: skipped ?? NOTHING, invalidColumns: invalidColumns ?? NOTHING };
+    return { rows, skipped: skipped ?? NOTHING, skippedAt: skippedAt ?? NOTHING, invalidColumns: invalidColumns ?? NOTHING };
   }
 
   async flush(): Promise<FlushResult> {

@@ -12,8 +12,13 @@ export type SkippedEvent =
 export interface WriteResult {
   /** Rows buffered from the batch. */
   rows: number;
-  /** Events that were not written (counted and logged by the caller; later sent to the DLQ). */
+  /** Events that were not written: the caller learns their schema version or sends them to the DLQ. */
   skipped: readonly SkippedEvent[];
+  /**
+   * Position in `batch.events` of each entry of `skipped` (same order, same length). A sink should always report
+   * it; without it the worker finds the skipped events by id, in order.
+   */
+  skippedAt?: readonly number[];
   /** `table.column` of values left unset because they did not fit the column type. */
   invalidColumns: readonly string[];
 }
