@@ -5,11 +5,14 @@ import type { DeadLetterForwarder } from './buffer/jetstream-dead-letter-forward
 import type { DeadLetterStore, Outbox } from './buffer/outbox.js';
 import type { IngestPipeline } from './ingest.js';
 import type { Publisher } from './publisher/publisher.js';
+import type { Source } from './sources/source.js';
 import type { EventValidator } from './validation/event-validator.js';
 import type { KvSchemaWatcher } from './validation/kv-schema-watcher.js';
 
 export interface AdminDeps {
   agentId: string;
+  /** Running sources; those that refuse input before ingest report counts per code. */
+  sources?: readonly Source[];
   outbox: Outbox;
   ingest: IngestPipeline;
   publisher: Publisher;
@@ -42,6 +45,18 @@ export function createMetricsRegistry(deps: AdminDeps): Registry {
   counter('edge_publish_errors_total', 'Failed publish attempts (retried with the same message ids).', () => deps.publisher.stats.publishErrors);
   counter('edge_publish_duplicates_total', 'Messages JetStream reported as duplicates of earlier sends.', () => deps.publisher.stats.duplicateMessages);
   counter('edge_outbox_dropped_total', 'Events dropped by the drop-oldest policy.', () => deps.outbox.stats().dropped);
+  new Counter({
+    name: 'edge_source_refusals_total',
+    help: 'Inputs refused by a source before ingest (authentication, topic ACL, limits, rate limits), by code.',
+    labelNames: ['source', 'code'],
+    registers: [registry],
+    collect() {
+      this.reset();
+      for (const source of deps.sources ?? []) {
+        for (const [code, n] of Object.entries(source.refusalCounts?.() ?? {})) if (n) this.inc({ source: source.name, code }, n);
+      }
+    },
+  });
   counter('edge_aggregation_late_events_total', 'Events too late for their pre-aggregation window (already emitted).', () => deps.ingest.aggregationStats()?.lateEvents ?? 0);
   counter('edge_aggregation_windows_emitted_total', 'Pre-aggregation window results emitted.', () => deps.ingest.aggregationStats()?.windowsEmitted ?? 0);
   gauge('edge_aggregation_open_windows', 'Pre-aggregation windows open (state kept in the outbox database).', () => deps.ingest.aggregationStats()?.openWindows ?? 0);

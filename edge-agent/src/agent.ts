@@ -101,6 +101,7 @@ export class EdgeAgent {
           publisher: this.publisher,
           deadLetters: { store: this.outbox, forwarder: this.deadLetters },
           schemas: { validator, watcher: () => this.schemaWatcher },
+          sources: this.running,
         },
         config.admin.host,
         config.admin.port,

@@ -31,4 +31,13 @@ for (const signal of ['SIGTERM', 'SIGINT'] as const) {
     );
   });
 }
-await agent.start();
+try {
+  await agent.start();
+} catch (error) {
+  // Some config is only checked when its part starts (device lists, password hashes, API keys): same clear exit.
+  if (error instanceof ConfigError) {
+    process.stderr.write(`${error.message}\n`);
+    process.exit(2);
+  }
+  throw error;
+}

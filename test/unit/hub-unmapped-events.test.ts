@@ -113,7 +113,8 @@ function deferred<T>(): Deferred<T> {
 class FakeResolver implements SchemaResolver {
   readonly calls: string[] = [];
   readonly answers = new Map<string, Resolution | Error>();
-  readonly pending = new Map<string, Deferred<Resolution>>();
+  /** Lookups waiting for `answer()`, per version. */
+  readonly pending = new Map<string, Array<Deferred<Resolution>>>();
   hold = false;
 
   constructor(private readonly sink: MappingSink) {}
@@ -123,12 +124,18 @@ class FakeResolver implements SchemaResolver {
     this.calls.push(key);
     if (this.hold) {
       const d = deferred<Resolution>();
-      this.pending.set(key, d);
+      this.pending.set(key, [...(this.pending.get(key) ?? []), d]);
       return d.promise.then((r) => this.apply(key, r));
     }
     const answer = this.answers.get(key) ?? { status: 'unknown', reason: `no schema ${type} v${version} in the registry` };
     if (answer instanceof Error) return Promise.reject(answer);
     return Promise.resolve(this.apply(key, answer));
+  }
+
+  /** Answers every pending lookup of `key`. */
+  answer(key: string, resolution: Resolution): void {
+    for (const d of this.pending.get(key) ?? []) d.resolve(resolution);
+    this.pending.delete(key);
   }
 
   /** A learned version is mapped by the time the resolver answers, as with the real one. */
@@ -230,7 +237,7 @@ test('an event of a version learned at lookup is written, and its message acked 
   assert.equal(m.acked, 0, 'not acked while e2 is neither written nor dead-lettered');
   assert.equal(worker.status().unresolvedMessages, 1);
 
-  resolver.pending.get('fresh/v2')!.resolve({ status: 'mapped' });
+  resolver.answer('fresh/v2', { status: 'mapped' });
   await until(() => sink.bufferedRows === 1, 'e2 written after the lookup');
   assert.equal(m.acked, 0, 'written is not durable yet');
   assert.equal(await worker.flush(), true);
@@ -250,7 +257,7 @@ test('messages of known types are acked while a lookup for another message is pe
   assert.equal(await worker.flush(), true);
   assert.equal(known.acked, 1);
   assert.equal(waiting.acked, 0);
-  resolver.pending.get('fresh/v2')!.resolve({ status: 'mapped' });
+  resolver.answer('fresh/v2', { status: 'mapped' });
   await until(() => worker.status().unresolvedMessages === 0, 'settled');
   assert.equal(await worker.flush(), true);
   assert.equal(waiting.acked, 1);
@@ -345,7 +352,7 @@ test('a lookup slower than unresolvedTimeoutMs gives the message back; its late 
   const m = message(event('e1', 'fresh', 2));
   source.push(m.item);
   await until(() => m.naked.length === 1, 'given back after the timeout');
-  resolver.pending.get('fresh/v2')!.resolve({ status: 'unknown', reason: 'none' });
+  resolver.answer('fresh/v2', { status: 'unknown', reason: 'none' });
   await new Promise((resolve) => setTimeout(resolve, 10));
   assert.equal(dlq.calls, 0, 'nothing published for a message given back');
   assert.equal(sink.bufferedRows, 0);
@@ -362,7 +369,7 @@ test('stop() lets a lookup in flight finish, then flushes and acks', async () =>
   await until(() => resolver.pending.has('fresh/v2'), 'lookup started');
   const stopped = stop();
   await new Promise((resolve) => setTimeout(resolve, 10));
-  resolver.pending.get('fresh/v2')!.resolve({ status: 'mapped' });
+  resolver.answer('fresh/v2', { status: 'mapped' });
   await stopped;
   assert.deepEqual(sink.durable, ['e1']);
   assert.equal(m.acked, 1);
@@ -381,14 +388,15 @@ test('stop() gives back a message whose lookup does not finish by the shutdown d
 });
 
 test('a long sink outage gives back unresolved messages with the others', async () => {
-  const { source, sink, resolver, stop } = setup({ retryInitialMs: 5, retryMaxMs: 5, holdOnFailureMs: 20 });
+  const { source, sink, resolver, worker, stop } = setup({ retryInitialMs: 5, retryMaxMs: 5, holdOnFailureMs: 20 });
   resolver.hold = true;
   const m = message(event('e1'), event('u1', 'fresh', 2));
   source.push(m.item);
   await until(() => resolver.pending.has('fresh/v2'), 'lookup started');
   sink.failAlways = true;
+  void worker.flush();
   await until(() => m.naked.length === 1, 'given back');
-  resolver.pending.get('fresh/v2')!.resolve({ status: 'mapped' });
+  resolver.answer('fresh/v2', { status: 'mapped' });
   await new Promise((resolve) => setTimeout(resolve, 10));
   assert.equal(sink.bufferedRows, 0, 'nothing written for a message given back');
   assert.equal(m.acked, 0);
@@ -405,7 +413,7 @@ test('stops reading while maxUnresolvedMessages messages wait for a lookup', asy
   await until(() => source.taken === 2, 'two taken');
   await new Promise((resolve) => setTimeout(resolve, 10));
   assert.equal(source.taken, 2, 'paused');
-  resolver.pending.get('fresh/v2')!.resolve({ status: 'mapped' });
+  resolver.answer('fresh/v2', { status: 'mapped' });
   await until(() => source.taken === 3, 'resumed');
   await until(() => worker.status().unresolvedMessages === 0, 'settled');
   assert.equal(await worker.flush(), true);

@@ -11,6 +11,8 @@ export interface Source {
   start(): Promise<void>;
   /** Stops taking new input; in-progress submissions finish. */
   stop(): Promise<void>;
+  /** Inputs refused before ingest (authentication, ACL, limits), by code; read by /metrics. */
+  refusalCounts?(): Partial<Record<string, number>>;
 }
 
 export interface SourceDeps {
