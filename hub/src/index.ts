@@ -6,5 +6,9 @@ export type { Clock, HubWorkerSettings, WorkerStats, WorkerStatus } from './hub-
 export { HubMetrics } from './metrics.js';
 export { healthOf, startStatusServer } from './http-status-server.js';
 export { ensureStreams, streamSpecs } from './streams.js';
+export { RegistrySchemaResolver, StaticSchemaResolver } from './schema-resolver.js';
+export type { RegistryEntry, Resolution, SchemaRegistryReader, SchemaResolver } from './schema-resolver.js';
+export { KvSchemaRegistry, KvSchemaWatch } from './kv-schema-registry.js';
+export { UnmappedEvents } from './unmapped-events.js';
 export * from './consumer/index.js';
 export * from './sinks/index.js';
