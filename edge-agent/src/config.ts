@@ -119,7 +119,7 @@ export const agentConfigSchema = {
         maxBatchEvents: { type: 'integer', minimum: 1, default: 2000, description: 'Most events in one outbox range.' },
         maxBatchBytes: { type: 'integer', minimum: 1024, default: 2097152, description: 'Most bytes in one outbox range.' },
         lingerMs: { type: 'integer', minimum: 0, default: 5, description: 'Wait for a fuller batch while another is in flight.' },
-        maxInFlightRanges: { type: 'integer', minimum: 1, default: 8, description: 'Ranges sent but not yet acknowledged.' },
+        maxInFlightRanges: { type: 'integer', minimum: 1, default: 8, description: 'Ranges sent but not yet acknowledged; 1 gives strict per-device order in the stream even across a leader failure.' },
         publishTimeoutMs: { type: 'integer', minimum: 100, default: 5000, description: 'Time to wait for a PubAck.' },
         retryInitialMs: { type: 'integer', minimum: 10, default: 200, description: 'First retry delay after a failed publish.' },
         retryMaxMs: { type: 'integer', minimum: 10, default: 5000, description: 'Longest retry delay (exponential backoff).' },

@@ -9,6 +9,7 @@ import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { connect } from '@nats-io/transport-node';
+import { AckPolicy, jetstream, jetstreamManager } from '@nats-io/jetstream';
 import mqtt from 'mqtt';
 import { decodeBatch } from '../../shared/wire.js';
 import { stackFromEnv } from '../../scripts/lib/stack.js';
@@ -61,27 +62,23 @@ describe('edge agent faults', () => {
     await agent.stop();
   });
 
-  test('with the hub cluster down under load, events wait in the outbox and then all arrive, in order per device, none twice', async () => {
+  test('with the hub cluster down under load, events wait in the outbox and then all arrive, in order per device, none twice', async (t) => {
     const outageSeconds = Number(process.env.FAULT_OUTAGE_SECONDS ?? 120);
     const agentId = `outage-${Date.now().toString(36)}`;
     const ports = await agentPorts();
-    const agent = await startAgent(agentId, stack.natsUrls, ports, mkdtempSync(join(tmpdir(), 'agent-')));
-    // Order as the stream receives it: a core subscription sees the messages in the order the cluster takes them.
-    const observer = await connect({ servers: stack.natsUrls, maxReconnectAttempts: -1, reconnectTimeWait: 250 });
-    const order = new Map<string, number[]>();
-    const seen = new Set<string>();
-    observer.subscribe(`events.${agentId}.>`, {
-      callback: (_e, message) => {
-        for (const event of decodeBatch(message.data).events) {
-          if (event.type !== 'device.telemetry' || seen.has(event.id)) continue; // a retried publish may show up twice here
-          seen.add(event.id);
-          const list = order.get(event.key) ?? [];
-          list.push(Number(event.id.slice(event.id.lastIndexOf('-') + 1)));
-          order.set(event.key, list);
-        }
-      },
-    });
+    // Strict per-device order across a leader failure needs one range in flight (see README, Store and forward).
+    const agent = await startAgent(agentId, stack.natsUrls, ports, mkdtempSync(join(tmpdir(), 'agent-')), { EDGE_PUBLISHER__MAXINFLIGHTRANGES: '1' });
+    t.after(() => agent.stop());
+    // Order as the stream stored it: a durable consumer of this test's own, read in stream sequence at the end
+    // (the stream keeps messages until every consumer acked them).
+    const observer = await connect({ servers: stack.natsUrls, maxReconnectAttempts: -1, reconnectTimeWait: 500 });
+    t.after(() => observer.close());
+    const jsm = await jetstreamManager(observer);
+    const orderConsumer = `order-${agentId}`;
+    await jsm.consumers.add('EVENTS', { durable_name: orderConsumer, filter_subject: `events.${agentId}.>`, ack_policy: AckPolicy.Explicit });
     const load = startAckedLoad({ runId: agentId, mqttPort: ports.mqtt, httpPort: ports.http, devices: 10, intervalMs: 20, httpBatch: 50 });
+    let loadStopped = false;
+    t.after(() => (loadStopped ? undefined : load.stop()));
     await new Promise((r) => setTimeout(r, 2000));
     const cluster = stackFromEnv();
     for (let i = 0; i < 3; i++) await cluster.killNats(i, 'SIGTERM');
@@ -103,13 +100,34 @@ describe('edge agent faults', () => {
     const drainSeconds = (Date.now() - restarted) / 1000;
     process.stderr.write(`outbox of ${health.outbox.rows} events drained ${drainSeconds.toFixed(1)} s after the cluster restarted\n`);
     await load.stop();
+    loadStopped = true;
     await assertExactlyOnce(agentId, load.acked);
+    const order = new Map<string, number[]>();
+    const seen = new Set<string>();
+    const consumer = await jetstream(observer).consumers.get('EVENTS', orderConsumer);
+    for (;;) {
+      const batch = await consumer.fetch({ max_messages: 500, expires: 2000 });
+      let n = 0;
+      for await (const message of batch) {
+        n++;
+        for (const event of decodeBatch(message.data).events) {
+          if (event.type !== 'device.telemetry' || seen.has(event.id)) continue;
+          seen.add(event.id);
+          const list = order.get(event.key) ?? [];
+          list.push(Number(event.id.slice(event.id.lastIndexOf('-') + 1)));
+          order.set(event.key, list);
+        }
+        message.ack();
+      }
+      if (n === 0) break;
+    }
+    await jsm.consumers.delete('EVENTS', orderConsumer);
+    assert.ok(order.size > 0, 'the stream held the devices\' events');
     for (const [device, seqs] of order) {
       const outOfOrder = seqs.findIndex((s, i) => i > 0 && s < seqs[i - 1]!);
       assert.equal(outOfOrder, -1, `${device}: events reached the stream in device order`);
     }
-    await observer.close();
-    await agent.stop();
+
   });
 
   test('a full outbox with policy reject refuses HTTP with 503 + Retry-After and MQTT without PUBACK', async () => {
