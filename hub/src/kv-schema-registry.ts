@@ -4,8 +4,8 @@
  * watch that hands every version published after start to the resolver before its events arrive.
  */
 import type { JetStreamClient } from '@nats-io/jetstream';
-import { Kvm, type KV, type KvWatchEntry } from '@nats-io/kv';
-import type { QueuedIterator } from '@nats-io/transport-node';
+import { Kvm, type KV } from '@nats-io/kv';
+import { ResumableKvWatch } from '../../shared/kv-watch.js';
 import type { Logger } from '../../shared/logger.js';
 import type { SchemaVersion } from '../../shared/schema-catalog.js';
 import { decodeSchemaValue, parseSchemaKey, schemaKey } from '../../shared/schema-registry.js';
@@ -56,72 +56,42 @@ export interface SchemaWatchOptions {
  * one at a time, in the bucket's order. Survives reconnects: a failed watch resumes after the last revision seen.
  */
 export class KvSchemaWatch {
-  /** True while a watch on the bucket is established. */
-  watching = false;
-  private stopped = false;
-  private iterator: QueuedIterator<KvWatchEntry> | undefined;
-  private loop: Promise<void> | undefined;
-  private wake: (() => void) | undefined;
-  private revision = 0;
+  private readonly watch: ResumableKvWatch;
 
   constructor(
     private readonly registry: KvSchemaRegistry,
     private readonly offer: (entry: SchemaVersion) => Promise<unknown>,
     private readonly options: SchemaWatchOptions,
-  ) {}
+  ) {
+    this.watch = new ResumableKvWatch(() => registry.open(), (key, value) => this.onPut(key, value), {
+      name: `schema registry ${registry.name}`,
+      retryMs: options.retryMs,
+      log: options.log,
+    });
+  }
+
+  /** True while a watch on the bucket is established. */
+  get watching(): boolean {
+    return this.watch.watching;
+  }
 
   start(): void {
-    this.loop = this.run();
+    this.watch.start();
   }
 
-  async stop(): Promise<void> {
-    this.stopped = true;
-    this.iterator?.stop();
-    this.wake?.();
-    await this.loop;
+  stop(): Promise<void> {
+    return this.watch.stop();
   }
 
-  private async run(): Promise<void> {
-    const { log } = this.options;
-    while (!this.stopped) {
-      try {
-        const kv = await this.registry.open();
-        const iterator = await kv.watch({
-          ignoreDeletes: true,
-          ...(this.revision > 0 ? { resumeFromRevision: this.revision + 1 } : {}),
-        });
-        this.iterator = iterator;
-        if (this.stopped) iterator.stop();
-        this.watching = true;
-        log.info({ registry: this.registry.name, fromRevision: this.revision + 1 }, 'watching the schema registry for new versions');
-        for await (const entry of iterator) {
-          if (entry.operation === 'PUT' && parseSchemaKey(entry.key)) {
-            let schema: SchemaVersion | undefined;
-            try {
-              schema = decodeSchemaValue(entry.key, entry.string());
-            } catch (error) {
-              log.warn({ key: entry.key, err: errorMessage(error) }, 'unusable entry in the schema registry ignored');
-            }
-            if (schema) await this.offer(schema);
-          }
-          this.revision = entry.revision;
-        }
-      } catch (error) {
-        log.warn({ registry: this.registry.name, err: errorMessage(error), retryInMs: this.options.retryMs }, 'schema registry watch failed; retrying');
-      }
-      this.watching = false;
-      if (!this.stopped) await this.sleep(this.options.retryMs);
+  private async onPut(key: string, value: string): Promise<void> {
+    if (!parseSchemaKey(key)) return;
+    let schema: SchemaVersion;
+    try {
+      schema = decodeSchemaValue(key, value);
+    } catch (error) {
+      this.options.log.warn({ key, err: errorMessage(error) }, 'unusable entry in the schema registry ignored');
+      return;
     }
-  }
-
-  private sleep(ms: number): Promise<void> {
-    return new Promise((resolve) => {
-      const timer = setTimeout(resolve, ms);
-      timer.unref();
-      this.wake = () => {
-        clearTimeout(timer);
-        resolve();
-      };
-    });
+    await this.offer(schema);
   }
 }

@@ -10,8 +10,9 @@
  */
 import { mkdirSync, readdirSync, readFileSync, renameSync, statSync, writeFileSync, existsSync } from 'node:fs';
 import { join } from 'node:path';
-import type { NatsConnection, QueuedIterator } from '@nats-io/transport-node';
-import { Kvm, type KvWatchEntry } from '@nats-io/kv';
+import type { NatsConnection } from '@nats-io/transport-node';
+import { Kvm } from '@nats-io/kv';
+import { ResumableKvWatch } from '../../../shared/kv-watch.js';
 import type { Logger } from '../../../shared/logger.js';
 import { isEventTypeName, loadSchemaCatalog, toSchemaVersion, type SchemaVersion } from '../../../shared/schema-catalog.js';
 import { decodeSchemaValue, encodeSchemaValue, mergeCatalogs } from '../../../shared/schema-registry.js';
@@ -74,29 +75,32 @@ export interface SchemaWatcherStats {
 export type ApplyResult = 'added' | 'unchanged' | 'refused';
 
 export class KvSchemaWatcher {
-  readonly stats: SchemaWatcherStats = { learned: 0, refused: 0, watching: false };
-  private stopped = false;
-  private iterator: QueuedIterator<KvWatchEntry> | undefined;
-  private loop: Promise<void> | undefined;
-  private wake: (() => void) | undefined;
-  private revision = 0;
+  private readonly counts = { learned: 0, refused: 0 };
+  private readonly watch: ResumableKvWatch;
 
   constructor(
     private readonly validator: EventValidator,
-    private readonly nc: NatsConnection,
+    nc: NatsConnection,
     private readonly options: SchemaWatcherOptions,
     private readonly log: Logger,
-  ) {}
-
-  start(): void {
-    this.loop = this.run();
+  ) {
+    this.watch = new ResumableKvWatch(() => new Kvm(nc).open(options.bucket), (key, value) => this.apply(key, value), {
+      name: `schema registry ${options.bucket}`,
+      retryMs: options.retryMs,
+      log,
+    });
   }
 
-  async stop(): Promise<void> {
-    this.stopped = true;
-    this.iterator?.stop();
-    this.wake?.();
-    await this.loop;
+  get stats(): SchemaWatcherStats {
+    return { ...this.counts, watching: this.watch.watching, ...(this.watch.lastError ? { lastError: this.watch.lastError } : {}) };
+  }
+
+  start(): void {
+    this.watch.start();
+  }
+
+  stop(): Promise<void> {
+    return this.watch.stop();
   }
 
   /** Adds one registry entry to the validator and the cache. */
@@ -107,41 +111,16 @@ export class KvSchemaWatcher {
       entry = decodeSchemaValue(key, value);
       result = this.validator.addVersion(entry);
     } catch (error) {
-      this.stats.refused++;
+      this.counts.refused++;
       this.log.error({ key, err: (error as Error).message }, 'schema version from the registry refused');
       return 'refused';
     }
     if (result === 'added') {
-      this.stats.learned++;
+      this.counts.learned++;
       this.log.info({ type: entry.type, version: entry.version }, 'schema version learned from the registry');
       this.writeCache(entry);
     }
     return result;
-  }
-
-  private async run(): Promise<void> {
-    while (!this.stopped) {
-      try {
-        const kv = await new Kvm(this.nc).open(this.options.bucket);
-        const iterator = await kv.watch({
-          ignoreDeletes: true,
-          ...(this.revision > 0 ? { resumeFromRevision: this.revision + 1 } : {}),
-        });
-        this.iterator = iterator;
-        if (this.stopped) iterator.stop();
-        this.stats.watching = true;
-        this.log.info({ bucket: this.options.bucket, fromRevision: this.revision + 1 }, 'watching the schema registry');
-        for await (const entry of iterator) {
-          if (entry.operation === 'PUT') this.apply(entry.key, entry.string());
-          this.revision = entry.revision;
-        }
-      } catch (error) {
-        this.stats.lastError = (error as Error).message;
-        this.log.warn({ bucket: this.options.bucket, err: this.stats.lastError, retryInMs: this.options.retryMs }, 'schema registry watch failed; retrying');
-      }
-      this.stats.watching = false;
-      if (!this.stopped) await this.sleep(this.options.retryMs);
-    }
   }
 
   private writeCache(entry: SchemaVersion): void {
@@ -155,16 +134,5 @@ export class KvSchemaWatcher {
     } catch (error) {
       this.log.warn({ type: entry.type, version: entry.version, err: (error as Error).message }, 'cannot cache schema version');
     }
-  }
-
-  private sleep(ms: number): Promise<void> {
-    return new Promise((resolve) => {
-      const timer = setTimeout(resolve, ms);
-      timer.unref();
-      this.wake = () => {
-        clearTimeout(timer);
-        resolve();
-      };
-    });
   }
 }
