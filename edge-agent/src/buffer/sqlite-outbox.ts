@@ -79,6 +79,8 @@ export class SqliteOutbox implements Outbox, DeadLetterStore {
   };
   private readonly markForwardedTx: (ids: number[]) => number;
   private readonly redriveTx: (moves: Redrive[]) => number[];
+  private readonly insertClaim: Database.Statement<[number, number, number, number]>;
+  private readonly selectOldest: Database.Statement<[], { at: number }>;
   private readonly insertEvent: Database.Statement<[number, Uint8Array, number]>;
   private readonly insertDeadLetter: Database.Statement<[number, string, string, string, string | null, Uint8Array, string | null, string | null]>;
   private readonly appendTx: (events: OutboxEvent[], deadLetters: DeadLetter[]) => void;
@@ -131,6 +133,9 @@ export class SqliteOutbox implements Outbox, DeadLetterStore {
     this.readTotals();
     this.dataVersion = this.db.pragma('data_version', { simple: true }) as number;
 
+    // Prepared once: claim runs for every range the publisher sends, stats for every metrics scrape.
+    this.insertClaim = this.db.prepare('INSERT OR REPLACE INTO claimed_ranges (first, last, rows, bytes) VALUES (?, ?, ?, ?)');
+    this.selectOldest = this.db.prepare('SELECT appended_at AS at FROM outbox ORDER BY seq LIMIT 1');
     this.insertEvent = this.db.prepare('INSERT INTO outbox (partition, data, appended_at) VALUES (?, ?, ?)');
     this.insertDeadLetter = this.db.prepare(
       'INSERT INTO dead_letters (at, source, code, reason, origin, payload, default_type, expected_key) VALUES (?, ?, ?, ?, ?, ?, ?, ?)',
@@ -245,9 +250,7 @@ export class SqliteOutbox implements Outbox, DeadLetterStore {
   }
 
   claim(range: OutboxRange): void {
-    this.db
-      .prepare('INSERT OR REPLACE INTO claimed_ranges (first, last, rows, bytes) VALUES (?, ?, ?, ?)')
-      .run(range.first, range.last, range.rows, range.bytes);
+    this.insertClaim.run(range.first, range.last, range.rows, range.bytes);
   }
 
   claimed(): OutboxRange[] {
@@ -261,7 +264,7 @@ export class SqliteOutbox implements Outbox, DeadLetterStore {
   }
 
   stats(): OutboxStats {
-    const oldest = this.db.prepare('SELECT appended_at AS at FROM outbox ORDER BY seq LIMIT 1').get() as { at: number } | undefined;
+    const oldest = this.selectOldest.get() as { at: number } | undefined;
     return {
       rows: this.rows,
       bytes: this.bytes,
