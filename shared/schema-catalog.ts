@@ -2,7 +2,7 @@
  * Reads the versioned JSON Schemas in `schemas/<type>/v<N>.json`. The edge validates with them; the hub derives its
  * QuestDB tables from their `x-questdb` annotation, so table and column names come from schemas, never from payloads.
  */
-import { readdirSync, readFileSync, statSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync, statSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
@@ -35,7 +35,10 @@ export interface SchemaVersion {
   schema: SchemaDocument;
 }
 
-export const DEFAULT_SCHEMA_DIR = resolve(fileURLToPath(new URL('../schemas', import.meta.url)));
+// From the sources the catalogue is `../schemas`; from compiled JS (`dist/shared/`) it is two levels up.
+export const DEFAULT_SCHEMA_DIR = [new URL('../schemas', import.meta.url), new URL('../../schemas', import.meta.url)]
+  .map((url) => resolve(fileURLToPath(url)))
+  .find((dir) => existsSync(dir)) ?? resolve(fileURLToPath(new URL('../schemas', import.meta.url)));
 
 const TYPE_DIR = /^[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)*$/;
 const VERSION_FILE = /^v([1-9][0-9]*)\.json$/;

@@ -3,12 +3,14 @@
  * refused ones to the dead-letter table in a single durable transaction, and only then resolve, so that the
  * source acknowledges its client after the commit (PUBACK, HTTP 2xx).
  *
- * Group commit: submissions that arrive in the same event-loop turn share one transaction (one fsync).
+ * Group commit: submissions that arrive in the same event-loop turn share one transaction, and the transactions
+ * written while one fdatasync runs share the next one (the sync runs off the event loop, see SqliteOutbox).
  */
 import { encodeEvent, partitionOf, type WireEvent } from '../../shared/wire.js';
 import type { PreAggregation } from './aggregation/pre-aggregation.js';
 import type { Logger } from '../../shared/logger.js';
 import type { DeadLetter, Outbox, OutboxEvent } from './buffer/outbox.js';
+import { packRecords } from './buffer/outbox-records.js';
 import { EdgeError, EdgeErrorCode, OutboxFullError } from './errors.js';
 import type { EventContext, EventValidator, Rejection } from './validation/event-validator.js';
 
@@ -60,6 +62,8 @@ export class IngestPipeline {
   readonly counters: IngestCounters = { accepted: 0, rejected: 0, refusedFull: 0, commits: 0 };
   private pending: Pending[] = [];
   private scheduled = false;
+  /** Group commits written but waiting for their fdatasync. */
+  private syncing = 0;
   private closed = false;
   private readonly committedListeners: Array<() => void> = [];
   private readonly idleTimer: NodeJS.Timeout | undefined;
@@ -138,7 +142,7 @@ export class IngestPipeline {
   async close(): Promise<void> {
     this.closed = true;
     if (this.idleTimer) clearInterval(this.idleTimer);
-    while (this.pending.length > 0 || this.scheduled) await new Promise((r) => setImmediate(r));
+    while (this.pending.length > 0 || this.scheduled || this.syncing > 0) await new Promise((r) => setImmediate(r));
   }
 
   private commit(): void {
@@ -146,10 +150,11 @@ export class IngestPipeline {
     const group = this.pending;
     this.pending = [];
     if (group.length === 0) return;
+    const committed: Pending[] = [];
     try {
       this.append(group.flatMap((p) => p.events), group.flatMap((p) => p.deadLetters), group.flatMap((p) => p.aggregateInputs));
       this.counters.commits++;
-      for (const p of group) this.settled(p);
+      committed.push(...group);
     } catch (error) {
       if (!(error instanceof OutboxFullError) || group.length === 1) {
         for (const p of group) this.failed(p, error as Error);
@@ -159,14 +164,32 @@ export class IngestPipeline {
           try {
             this.append(p.events, p.deadLetters, p.aggregateInputs);
             this.counters.commits++;
-            this.settled(p);
+            committed.push(p);
           } catch (single) {
             this.failed(p, single as Error);
           }
         }
       }
     }
-    if (group.some((p) => p.events.length > 0 || p.aggregateInputs.length > 0)) for (const listener of this.committedListeners) listener();
+    if (committed.length === 0) return;
+    const addedEvents = committed.some((p) => p.events.length > 0 || p.aggregateInputs.length > 0);
+    const acknowledge = () => {
+      for (const p of committed) this.settled(p);
+      if (addedEvents) for (const listener of this.committedListeners) listener();
+    };
+    if (!this.outbox.syncBeforeAck) {
+      acknowledge();
+      return;
+    }
+    // The fdatasync runs off the event loop; the next group commits meanwhile and shares the next sync.
+    this.syncing++;
+    this.outbox
+      .durable()
+      .then(acknowledge, (error: Error) => {
+        this.log.error({ err: error }, 'syncing the outbox failed; not acknowledging');
+        for (const p of committed) this.failed(p, error);
+      })
+      .finally(() => this.syncing--);
   }
 
   /**
@@ -175,6 +198,7 @@ export class IngestPipeline {
    */
   private append(events: OutboxEvent[], deadLetters: DeadLetter[], aggregateInputs: WireEvent[]): void {
     const stage = this.aggregation;
+    events = packRecords(events);
     if (!stage || aggregateInputs.length === 0) {
       this.outbox.append(events, deadLetters);
       return;
@@ -185,7 +209,7 @@ export class IngestPipeline {
         this.outbox.append(events, deadLetters);
         applied = true;
         const output = stage.pre.apply(aggregateInputs, Math.floor(this.nowUs() / 1000));
-        this.outbox.append(output.events, output.deadLetters);
+        this.outbox.append(packRecords(output.events), output.deadLetters);
       });
     } catch (error) {
       // The transaction rolled back but the windows in memory already took the events: re-read them from disk.

@@ -37,6 +37,8 @@ export interface StartProcessOptions {
   name: string;
   /** Script path relative to the repo root, e.g. `bin/hub.js`. */
   script: string;
+  /** Node options placed before the script (e.g. `--cpu-prof`, which NODE_OPTIONS refuses). */
+  nodeArgs?: string[];
   env: Record<string, string>;
   healthUrl: string;
   logDir: string;
@@ -48,7 +50,7 @@ export async function startProcess(options: StartProcessOptions): Promise<Manage
   mkdirSync(options.logDir, { recursive: true });
   const logFile = join(options.logDir, `${name}.log`);
   const log = createWriteStream(logFile, { flags: 'a' });
-  const child = spawn(process.execPath, [join(REPO_ROOT, options.script)], {
+  const child = spawn(process.execPath, [...(options.nodeArgs ?? []), join(REPO_ROOT, options.script)], {
     cwd: REPO_ROOT,
     env: { ...process.env, LOG_LEVEL: process.env.LOG_LEVEL ?? 'info', ...options.env },
     stdio: ['ignore', 'pipe', 'pipe'],

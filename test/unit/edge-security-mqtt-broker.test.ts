@@ -22,6 +22,10 @@ import { EventValidator } from '../../edge-agent/src/validation/event-validator.
 class RecordingOutbox {
   events: OutboxEvent[] = [];
   deadLetters: DeadLetter[] = [];
+  readonly syncBeforeAck = true;
+  durable(): Promise<void> {
+    return Promise.resolve();
+  }
   append(events: OutboxEvent[], deadLetters: DeadLetter[]): void {
     this.events.push(...events);
     this.deadLetters.push(...deadLetters);

@@ -102,8 +102,9 @@ export class JetStreamPublisher implements Publisher<JetStreamClient> {
         await this.idle();
         continue;
       }
-      if (rows.length < this.options.maxBatchEvents && this.options.lingerMs > 0 && this.inFlight.size > 0) {
-        // Something is already on its way: waiting a moment makes the next batch fuller at no latency cost.
+      if (rows[rows.length - 1]!.seq === this.outbox.lastSeq() && this.options.lingerMs > 0 && this.inFlight.size > 0) {
+        // Caught up with ingest and something is already on its way: waiting a moment makes the next batch
+        // fuller at little latency cost. Never while a backlog remains: a busy event loop stretches the timer.
         await this.sleep(this.options.lingerMs);
         if (this.stopping) break;
         rows = this.outbox.readAfter(this.cursor, this.options.maxBatchEvents, this.options.maxBatchBytes);
@@ -111,7 +112,8 @@ export class JetStreamPublisher implements Publisher<JetStreamClient> {
       const range = rangeOf(rows);
       this.outbox.claim(range);
       this.cursor = range.last;
-      const sending = this.publishOnce({ range, rows }).then((ok) => {
+      // The claim and the rows under it must be on disk before any message id derived from them leaves.
+      const sending = this.outbox.durable().then(() => this.publishOnce({ range, rows })).then((ok) => {
         if (!ok) this.failed.push({ range, rows });
       });
       const tracked = sending.finally(() => {
@@ -156,7 +158,7 @@ export class JetStreamPublisher implements Publisher<JetStreamClient> {
       return false;
     }
     this.outbox.accept(range);
-    this.stats.eventsPublished += range.rows;
+    this.stats.eventsPublished += range.events;
     this.stats.lastRangeLatencyMs = Date.now() - started;
     if (!this.stats.connected) this.log.info({ first: range.first }, 'publishing again');
     this.stats.connected = true;
@@ -203,6 +205,10 @@ export class JetStreamPublisher implements Publisher<JetStreamClient> {
 
 function rangeOf(rows: OutboxRow[]): OutboxRange {
   let bytes = 0;
-  for (const row of rows) bytes += row.data.byteLength;
-  return { first: rows[0]!.seq, last: rows[rows.length - 1]!.seq, rows: rows.length, bytes };
+  let events = 0;
+  for (const row of rows) {
+    bytes += row.data.byteLength;
+    events += row.events;
+  }
+  return { first: rows[0]!.seq, last: rows[rows.length - 1]!.seq, events, bytes };
 }
