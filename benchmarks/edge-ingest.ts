@@ -25,14 +25,14 @@ import { cpuSecondsOf, LatencyRecorder, machineDescription, pidsNamed, samplePro
 const { values } = parseArgs({ options: { seconds: { type: 'string', default: '15' }, only: { type: 'string' }, tsx: { type: 'boolean', default: false } } });
 // Gateways run the compiled agent (see the packaged bundle); --tsx measures the from-source launcher instead.
 const agentScript = values.tsx ? 'bin/edge-agent.js' : 'dist/edge-agent/src/main.js';
-if (!values.tsx) {
-  say('compiling the agent (npm run build)...');
-  execFileSync('npm', ['run', '--silent', 'build'], { cwd: REPO_ROOT, stdio: 'inherit' });
-}
 const seconds = Number(values.seconds);
 const agentId = 'bench-edge';
 const logDir = join(RUNTIME_DIR, 'bench', 'logs');
 const say = (line: string) => process.stderr.write(`${line}\n`);
+if (!values.tsx) {
+  say('compiling the agent (npm run build)...');
+  execFileSync('npm', ['run', '--silent', 'build'], { cwd: REPO_ROOT, stdio: 'inherit' });
+}
 
 const wasRunning = (await stackStatus(DEFAULT_STACK_DIR).catch(() => undefined))?.healthy === true;
 const stack = await startStack({ dir: DEFAULT_STACK_DIR, ports: DEFAULT_PORTS, detached: true, runtime: await ensureRuntime(say), log: say });
