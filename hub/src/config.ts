@@ -1,7 +1,15 @@
 /** The hub's configuration: one JSON Schema (defaults and descriptions on every field), loaded once at start. */
 import { hostname } from 'node:os';
 import { ConfigError, configPathFromArgv, loadConfig } from '../../shared/config.js';
+import { existsSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
 import { DEFAULT_SCHEMA_DIR } from '../../shared/schema-catalog.js';
+import { watermarkSettingsSchema } from './operators/watermark.js';
+
+// hub/rules from the sources (hub/src/config.ts) or from compiled JS (dist/hub/src/config.js).
+const DEFAULT_RULES_DIR =
+  [new URL('../rules', import.meta.url), new URL('../../../hub/rules', import.meta.url)].map((url) => fileURLToPath(url)).find((dir) => existsSync(dir)) ??
+  fileURLToPath(new URL('../rules', import.meta.url));
 
 export type StreamRetention = 'interest' | 'limits';
 
@@ -31,6 +39,22 @@ export interface HubConfig {
   schemasDir: string;
   schemaRegistry: { enabled: boolean; bucket: string; replicas: number; watch: boolean; retryMs: number; missingTtlMs: number };
   deadLetters: { publishTimeoutMs: number; maxInFlight: number };
+  analytics: {
+    enabled: boolean;
+    partitions: number;
+    workerId: string;
+    rulesDir: string;
+    rulesBucket: string;
+    stateBucket: string;
+    leasesBucket: string;
+    replicas: number;
+    leaseTtlMs: number;
+    checkpointIntervalMs: number;
+    maxPendingOutputs: number;
+    ackWaitMs: number;
+    maxAckPending: number;
+    watermark: { maxOutOfOrdernessMs: number; idleTimeoutMs: number; advanceWhenAllIdle: boolean };
+  };
   http: { host: string; port: number };
   logIntervalMs: number;
   shutdownTimeoutMs: number;
@@ -273,6 +297,56 @@ export const hubConfigSchema = {
         maxInFlight: { type: 'integer', minimum: 1, default: 256, description: 'Dead letters waiting for their PubAck at once.' },
       },
     },
+    analytics: {
+      type: 'object',
+      additionalProperties: false,
+      default: {},
+      description:
+        'Window and CEP rules over the event partitions: partitions are leased between hub workers (NATS KV), operator ' +
+        'state is snapshotted to KV with the stream position it covers, and messages are acked only once a snapshot covers them.',
+      properties: {
+        enabled: { type: 'boolean', default: true, description: 'Run the rules (window results, alerts) besides writing raw events.' },
+        partitions: {
+          type: 'integer',
+          minimum: 1,
+          maximum: 1024,
+          default: 8,
+          description: "Number of event partitions (events.<agent>.<partition>); must equal the edge agents' `partitions`.",
+        },
+        workerId: {
+          type: 'string',
+          pattern: '^[A-Za-z0-9_.-]{1,64}$',
+          default: `${hostname()}-${process.pid}`,
+          description: 'Name of this worker in the partition leases. @default <host name>-<pid>',
+        },
+        rulesDir: { type: 'string', default: DEFAULT_RULES_DIR, description: 'Rule files published into the rules bucket at start (never overwriting a rule edited in KV). @default the repo\'s hub/rules/' },
+        rulesBucket: { type: 'string', pattern: '^[A-Za-z0-9_-]+$', default: 'hub-rules', description: 'KV bucket of the rules (key rule.<name>); watched, so rules change without restart.' },
+        stateBucket: { type: 'string', pattern: '^[A-Za-z0-9_-]+$', default: 'hub-operator-state', description: 'KV bucket of the operator snapshots (key p<partition>).' },
+        leasesBucket: { type: 'string', pattern: '^[A-Za-z0-9_-]+$', default: 'hub-leases', description: 'KV bucket of the partition leases and worker heartbeats.' },
+        replicas: { type: 'integer', minimum: 1, maximum: 5, default: 3, description: 'Replicas of the three buckets when the hub creates them.' },
+        leaseTtlMs: {
+          type: 'integer',
+          minimum: 1000,
+          default: 15000,
+          description: "A dead worker's partitions are free this long after its last renewal (then taken within a rebalance period).",
+        },
+        checkpointIntervalMs: {
+          type: 'integer',
+          minimum: 100,
+          default: 2000,
+          description: 'How often outputs are flushed, the snapshot saved and the covered messages acked.',
+        },
+        maxPendingOutputs: { type: 'integer', minimum: 1, default: 20000, description: 'Checkpoint early when this many outputs wait for the next flush.' },
+        ackWaitMs: {
+          type: 'integer',
+          minimum: 1000,
+          default: 120000,
+          description: 'ack_wait of the analytics consumers; far above checkpointIntervalMs (a redelivery would only be skipped).',
+        },
+        maxAckPending: { type: 'integer', minimum: 1, default: 20000, description: 'Messages delivered and not yet covered by a snapshot, per partition.' },
+        watermark: watermarkSettingsSchema,
+      },
+    },
     http: {
       type: 'object',
       additionalProperties: false,
@@ -321,6 +395,11 @@ export function checkHubConfig(config: HubConfig): HubConfig {
   if (config.consumer.pullMaxMessages > config.consumer.maxAckPendingMessages) {
     problems.push(
       `consumer.pullMaxMessages must not exceed consumer.maxAckPendingMessages, got ${config.consumer.pullMaxMessages} > ${config.consumer.maxAckPendingMessages}`,
+    );
+  }
+  if (config.analytics.checkpointIntervalMs * 5 > config.analytics.ackWaitMs) {
+    problems.push(
+      `analytics.ackWaitMs must be at least 5 x analytics.checkpointIntervalMs (messages are acked at checkpoints), got ${config.analytics.ackWaitMs} < 5 x ${config.analytics.checkpointIntervalMs}`,
     );
   }
   if ((config.nats.user === undefined) !== (config.nats.pass === undefined)) {

@@ -33,6 +33,10 @@ export const HubErrorCode = {
   DEAD_LETTER_FAILED: 'HUB_ERR_DEAD_LETTER_FAILED',
   /** An event lacks a usable id or timestamp, so it cannot become a row. */
   INVALID_EVENT: 'HUB_ERR_INVALID_EVENT',
+  /** An event came after its window rule's allowed lateness (or behind a CEP rule's watermark): side output to the DLQ. */
+  LATE_EVENT: 'HUB_ERR_LATE_EVENT',
+  /** Another worker took over a partition (its snapshot revision moved): this one stops processing it. */
+  PARTITION_FENCED: 'HUB_ERR_PARTITION_FENCED',
 } as const;
 
 export type HubErrorCode = (typeof HubErrorCode)[keyof typeof HubErrorCode];

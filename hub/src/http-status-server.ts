@@ -2,12 +2,15 @@
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import type { Registry } from 'prom-client';
+import type { AnalyticsStatus } from './analytics/analytics-service.js';
 import type { WorkerStatus } from './hub-worker.js';
 
 export interface HealthReport {
   status: 'ok' | 'unavailable';
   nats: { connected: boolean };
   worker: WorkerStatus;
+  /** Partitions this worker holds, live workers, rules, and per partition its stream position and watermark. */
+  analytics?: AnalyticsStatus;
 }
 
 /** Healthy when the worker consumes, NATS is connected, and the last flush succeeded (or there was nothing to flush yet). */

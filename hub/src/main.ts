@@ -27,6 +27,9 @@ import { openSchemaBucket, planSchemas, publishSchemas, SCHEMA_REFUSED, type Sch
 import { RegistrySchemaResolver, StaticSchemaResolver, type SchemaResolver } from './schema-resolver.js';
 import { ensureStreams, streamSpecs } from './streams.js';
 import { UnmappedEvents } from './unmapped-events.js';
+import { AnalyticsService } from './analytics/analytics-service.js';
+import { publishRuleFiles } from './rules/index.js';
+import { createQuestDbAnalyticsSink, type QuestDbAnalyticsSink } from './sinks/questdb-analytics-sink.js';
 
 class ShutdownRequested extends Error {}
 
@@ -116,6 +119,8 @@ async function main(): Promise<number> {
   const log = createLogger('hub');
   const shutdown = new AbortController();
   let worker: HubWorker | undefined;
+  let analytics: AnalyticsService | undefined;
+  let analyticsSink: QuestDbAnalyticsSink | undefined;
   let signals = 0;
   const onSignal = (signal: NodeJS.Signals): void => {
     signals++;
@@ -164,7 +169,10 @@ async function main(): Promise<number> {
         host: config.http.host,
         port: config.http.port,
         registry: metrics.registry,
-        health: () => healthOf(connection.connected(), worker?.status() ?? startingStatus),
+        health: () => ({
+          ...healthOf(connection.connected(), worker?.status() ?? startingStatus),
+          ...(analytics ? { analytics: analytics.status() } : {}),
+        }),
       });
       log.info({ host: config.http.host, port: statusServer.port }, 'status server listening (/healthz, /metrics)');
     }
@@ -261,10 +269,35 @@ async function main(): Promise<number> {
       { ...config.sink, shutdownTimeoutMs: config.shutdownTimeoutMs },
       { metrics, log, unmapped: new UnmappedEvents(resolver, deadLetters) },
     );
+    if (config.analytics.enabled) {
+      const { rulesDir, rulesBucket, replicas } = config.analytics;
+      const report = await retrying('rule files', () => publishRuleFiles(nc, rulesDir, { bucket: rulesBucket, replicas, log }), shutdown.signal, log);
+      log.info({ created: report.created.length, updated: report.updated.length, kept: report.kept.length, refused: report.refused.length }, 'rule files published');
+      analyticsSink = await retrying(
+        'questdb analytics tables',
+        () =>
+          createQuestDbAnalyticsSink({
+            ...questdb,
+            requestTimeoutMs: config.questdb.requestTimeoutMs,
+            retryTimeoutMs: config.questdb.retryTimeoutMs,
+            nowMicros: () => Date.now() * 1000,
+            log,
+          }),
+        shutdown.signal,
+        log,
+      );
+      const started = new AnalyticsService(nc, jetstream(nc), jsm, config.analytics, analyticsSink, deadLetters, log);
+      await retrying('analytics', () => started.start(), shutdown.signal, log);
+      analytics = started;
+      log.info({ workerId: config.analytics.workerId, partitions: config.analytics.partitions }, 'analytics running');
+    }
     stopStats = startStatsLog(worker, config.logIntervalMs, log);
     if (shutdown.signal.aborted) await worker.stop();
     log.info({ durable: config.consumer.durableName, ...config.sink }, 'hub consuming');
     await worker.run();
+    // Analytics gives its partitions up (last checkpoint each) so other workers take them over at once.
+    await analytics?.stop();
+    await analyticsSink?.close();
     await schemaWatch?.stop();
     await sink.close();
     log.info({ totals: worker.stats }, 'hub stopped');

@@ -41,7 +41,8 @@ export function startAgent(agentId: string, natsUrls: string[], ports: AgentPort
 
 /** Starts `bin/hub.js` against the test stack; `extraEnv` overrides config (HUB_* variables). */
 export async function startHub(name: string, natsUrls: string[], questdbHttp: string, extraEnv: Record<string, string> = {}): Promise<ManagedProcess> {
-  const port = await freePort();
+  // A caller that wants to read /healthz passes HUB_HTTP__PORT itself.
+  const port = extraEnv.HUB_HTTP__PORT !== undefined ? Number(extraEnv.HUB_HTTP__PORT) : await freePort();
   return startProcess({
     name: `hub-${name}`,
     script: 'bin/hub.js',

@@ -12,12 +12,13 @@ import { Packr } from 'msgpackr';
 import { HubErrorCode } from '../errors.js';
 
 /** Why the hub dead-lettered an event (the `reason` label of `hub_events_dead_lettered_total`). */
-export type DeadLetterReason = 'unknown_schema' | 'schema_incompatible' | 'invalid_event';
+export type DeadLetterReason = 'unknown_schema' | 'schema_incompatible' | 'invalid_event' | 'late_event';
 
 export const DEAD_LETTER_CODES: Readonly<Record<DeadLetterReason, HubErrorCode>> = {
   unknown_schema: HubErrorCode.UNKNOWN_SCHEMA,
   schema_incompatible: HubErrorCode.SCHEMA_INCOMPATIBLE,
   invalid_event: HubErrorCode.INVALID_EVENT,
+  late_event: HubErrorCode.LATE_EVENT,
 };
 
 /** One event the hub could not write, with where it came from. */
@@ -33,6 +34,8 @@ export interface DeadLetter {
   index: number;
   /** The event as it came in the batch (normally a WireEvent; whatever it was when it is invalid). */
   event: unknown;
+  /** For late events: the rule it was too late for (one event can be late for several rules). */
+  rule?: string;
 }
 
 /** What one hub DLQ message carries (msgpack). */
@@ -77,11 +80,12 @@ const SAFE_ID = /^[\x21-\x7e]{1,200}$/;
  * dot, which agent ids cannot, so it never meets an agent's `<agent>:dlq:<n>`. An event without a usable id gets the
  * position of its message in the stream instead, which a redelivery repeats too.
  */
-export function deadLetterMessageId(letter: Pick<DeadLetter, 'event' | 'seq' | 'index'>): string {
+export function deadLetterMessageId(letter: Pick<DeadLetter, 'event' | 'seq' | 'index' | 'rule'>): string {
   const event = letter.event as { id?: unknown; ts?: unknown } | null;
   const id = event !== null && typeof event === 'object' && typeof event.id === 'string' && event.id !== '' ? event.id : undefined;
-  if (id === undefined) return `hub.dlq:seq:${letter.seq}:${letter.index}`;
-  const identity = `${id}@${String(event!.ts)}`;
+  const scope = letter.rule === undefined ? '' : `late:${letter.rule}:`;
+  if (id === undefined) return `hub.dlq:${scope}seq:${letter.seq}:${letter.index}`;
+  const identity = `${scope}${id}@${String(event!.ts)}`;
   return SAFE_ID.test(identity) ? `hub.dlq:${identity}` : `hub.dlq:sha256:${createHash('sha256').update(identity).digest('hex')}`;
 }
 

@@ -1,0 +1,113 @@
+/**
+ * The hub's analytics: rules from the KV rule store, run by one PartitionProcessor per partition this worker holds
+ * a lease on. The lease manager decides which partitions those are (fair share among live workers); taking one
+ * starts its processor (restore the snapshot, consume from the position it covers), giving one up stops it (last
+ * checkpoint). A rule change reaches every running processor between two messages.
+ */
+import type { JetStreamClient, JetStreamManager } from '@nats-io/jetstream';
+import type { NatsConnection } from '@nats-io/transport-node';
+import type { Logger } from '../../../shared/logger.js';
+import { errorMessage } from '../errors.js';
+import type { Rule } from '../operators/index.js';
+import { KvLeaseManager } from '../partitions/index.js';
+import { KvRuleStore } from '../rules/index.js';
+import type { HubConfig } from '../config.js';
+import { KvSnapshotStore } from './kv-snapshot-store.js';
+import { PartitionProcessor, type AnalyticsOutputSink, type LateEventSink, type PartitionStats } from './partition-processor.js';
+
+export interface AnalyticsStatus {
+  workerId: string;
+  owned: number[];
+  liveWorkers: string[];
+  rules: string[];
+  partitions: PartitionStats[];
+}
+
+export class AnalyticsService {
+  private readonly processors = new Map<number, PartitionProcessor>();
+  private readonly leases: KvLeaseManager;
+  private readonly rules: KvRuleStore;
+  private readonly store: KvSnapshotStore;
+  private current: Rule[] = [];
+
+  constructor(
+    nc: NatsConnection,
+    private readonly js: JetStreamClient,
+    private readonly jsm: JetStreamManager,
+    private readonly config: HubConfig['analytics'],
+    private readonly sink: AnalyticsOutputSink,
+    private readonly late: LateEventSink,
+    private readonly log: Logger,
+  ) {
+    this.store = new KvSnapshotStore(nc, { bucket: config.stateBucket, replicas: config.replicas });
+    this.rules = new KvRuleStore(nc, { bucket: config.rulesBucket, replicas: config.replicas, log });
+    this.leases = new KvLeaseManager(
+      nc,
+      { workerId: config.workerId, partitions: config.partitions, bucket: config.leasesBucket, replicas: config.replicas, leaseTtlMs: config.leaseTtlMs },
+      { onAcquire: (partition) => this.take(partition), onRelease: (partition, reason) => this.give(partition, reason) },
+      log,
+    );
+  }
+
+  /** Loads the rules (and keeps watching them), then starts taking partitions. */
+  async start(): Promise<void> {
+    await this.rules.start((rules) => {
+      this.current = rules;
+      for (const processor of this.processors.values()) processor.setRules(rules);
+      this.log.info({ rules: rules.map((r) => r.name) }, 'analytics rules loaded');
+    });
+    this.current = this.rules.current();
+    await this.leases.start();
+  }
+
+  /** Gives every partition up (last checkpoint each), so other workers take them over at once. */
+  async stop(): Promise<void> {
+    await this.leases.stop();
+    await Promise.all([...this.processors.values()].map((p) => p.stop()));
+    this.processors.clear();
+    this.rules.stop();
+  }
+
+  status(): AnalyticsStatus {
+    const leases = this.leases.status();
+    return {
+      workerId: leases.workerId,
+      owned: leases.owned,
+      liveWorkers: leases.liveWorkers,
+      rules: this.current.map((r) => r.name),
+      partitions: [...this.processors.values()].map((p) => ({ ...p.stats })).sort((a, b) => a.partition - b.partition),
+    };
+  }
+
+  private async take(partition: number): Promise<void> {
+    const processor = new PartitionProcessor(
+      partition,
+      this.current,
+      {
+        checkpointIntervalMs: this.config.checkpointIntervalMs,
+        maxPendingOutputs: this.config.maxPendingOutputs,
+        ackWaitMs: this.config.ackWaitMs,
+        maxAckPending: this.config.maxAckPending,
+        watermark: this.config.watermark,
+      },
+      { js: this.js, jsm: this.jsm, store: this.store, sink: this.sink, late: this.late, workerId: this.config.workerId, log: this.log, now: Date.now },
+      (fenced) => void this.give(fenced, 'lost'),
+    );
+    // A failure here (the claim was fenced, JetStream unavailable) propagates: the lease manager does not count
+    // the partition as owned and tries again later.
+    await processor.start();
+    this.processors.set(partition, processor);
+  }
+
+  private async give(partition: number, reason: string): Promise<void> {
+    const processor = this.processors.get(partition);
+    if (!processor) return;
+    this.processors.delete(partition);
+    try {
+      await processor.stop();
+      this.log.info({ partition, reason }, 'partition given up');
+    } catch (error) {
+      this.log.warn({ partition, reason, err: errorMessage(error) }, 'stopping a partition failed; the next owner replays from its last snapshot');
+    }
+  }
+}

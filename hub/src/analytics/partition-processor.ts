@@ -1,0 +1,304 @@
+/**
+ * Runs the rules over one EVENTS partition with exactly-once effects, while this worker holds the partition's lease.
+ *
+ * Taking over (start):
+ *   1. Load the partition's snapshot (operator states + the stream sequence S they cover) and save it back at once
+ *      with generation g+1: a compare-and-swap that fails if another worker got there first (the fence).
+ *   2. Create the durable consumer `hub-analytics-p<N>-g<g+1>` on `events.*.<N>` starting at S+1 (AckAll), then
+ *      delete the older generations. JetStream keeps every message after S meanwhile: EVENTS has interest
+ *      retention and the old generation's consumer never acked past S. A new consumer starts delivering at once,
+ *      so a takeover does not wait for an ack timeout.
+ * Running:
+ *   - Each message's batch goes through the OperatorSet; window results and alerts go to the analytics sink's
+ *     buffer, late events to a list for the DLQ. A message at or below the state's sequence is skipped (replay).
+ *   - Every `checkpointIntervalMs` (and when `maxPendingOutputs` is reached) the loop pauses for a checkpoint:
+ *     flush the sink (QuestDB, idempotent upserts), publish the late events to the DLQ stream, save the snapshot
+ *     (CAS), and only then ack the last message (AckAll covers everything before it). A failed step leaves the
+ *     messages unacked and the snapshot unchanged, and the checkpoint is retried; nothing is counted twice because
+ *     after a crash the next owner restores the last snapshot and skips what it covers, and the QuestDB rows of
+ *     anything re-emitted are upserts of the same keys.
+ * Stopping (lease released): a last checkpoint, then the consumer stays for the next owner to replace.
+ */
+import { AckPolicy, DeliverPolicy, ReplayPolicy, type Consumer, type ConsumerMessages, type JetStreamClient, type JetStreamManager, type JsMsg } from '@nats-io/jetstream';
+import { nanos } from '@nats-io/transport-node';
+import type { Logger } from '../../../shared/logger.js';
+import { decodeBatch, EVENTS_STREAM, type EventBatch } from '../../../shared/wire.js';
+import { HubError, HubErrorCode, errorMessage } from '../errors.js';
+import type { Alert, LateEvent, OperatorOutput, Rule, WatermarkSettings, WindowResult } from '../operators/index.js';
+import type { DeadLetter } from '../sinks/dead-letter-sink.js';
+import type { SnapshotStore } from './kv-snapshot-store.js';
+import { OperatorSet } from './operator-set.js';
+
+export interface AnalyticsOutputSink {
+  write(outputs: Array<WindowResult | Alert>): void;
+  /** Writes everything written so far; throws when QuestDB did not confirm it. */
+  flush(): Promise<void>;
+}
+
+export interface LateEventSink {
+  publish(letters: readonly DeadLetter[]): Promise<void>;
+}
+
+export interface PartitionProcessorSettings {
+  checkpointIntervalMs: number;
+  /** Checkpoint early when this many outputs wait for the next flush (bounds memory). */
+  maxPendingOutputs: number;
+  ackWaitMs: number;
+  /** Messages a consumer may have delivered and not acked (its ack covers them all at the next checkpoint). */
+  maxAckPending: number;
+  watermark: WatermarkSettings;
+}
+
+export interface PartitionProcessorDeps {
+  js: JetStreamClient;
+  jsm: JetStreamManager;
+  store: SnapshotStore;
+  sink: AnalyticsOutputSink;
+  late: LateEventSink;
+  workerId: string;
+  log: Logger;
+  now: () => number;
+}
+
+export interface PartitionStats {
+  partition: number;
+  generation: number;
+  streamSeq: number;
+  watermark: number | null;
+  events: number;
+  windowResults: number;
+  alerts: number;
+  lateEvents: number;
+  checkpoints: number;
+  checkpointFailures: number;
+  lastCheckpointAt: number | undefined;
+}
+
+export const analyticsConsumerName = (partition: number, generation: number) => `hub-analytics-p${partition}-g${generation}`;
+
+export class PartitionProcessor {
+  private set!: OperatorSet;
+  private revision = 0;
+  private generation = 0;
+  private messages: ConsumerMessages | undefined;
+  private loop: Promise<void> | undefined;
+  private timer: NodeJS.Timeout | undefined;
+  private stopping = false;
+  private fenced = false;
+  private lastMessage: JsMsg | undefined;
+  private lastCheckpointSeq = 0;
+  private pendingOutputs = 0;
+  private lateEvents: DeadLetter[] = [];
+  private checkpointing: Promise<void> | undefined;
+  readonly stats: PartitionStats;
+
+  constructor(
+    readonly partition: number,
+    private rules: readonly Rule[],
+    private readonly settings: PartitionProcessorSettings,
+    private readonly deps: PartitionProcessorDeps,
+    /** Called once if another worker fenced this one off the partition. */
+    private readonly onFenced: (partition: number) => void = () => {},
+  ) {
+    this.stats = {
+      partition,
+      generation: 0,
+      streamSeq: 0,
+      watermark: null,
+      events: 0,
+      windowResults: 0,
+      alerts: 0,
+      lateEvents: 0,
+      checkpoints: 0,
+      checkpointFailures: 0,
+      lastCheckpointAt: undefined,
+    };
+  }
+
+  async start(): Promise<void> {
+    const { store, jsm, js, log } = this.deps;
+    const loaded = await store.load(this.partition);
+    this.set = new OperatorSet(this.rules, this.settings.watermark);
+    if (loaded.state?.operators) {
+      const fresh = this.set.restore(loaded.state.operators);
+      if (fresh.length > 0) log.info({ partition: this.partition, rules: fresh }, 'rules changed since the snapshot start empty');
+    }
+    this.generation = (loaded.state?.generation ?? 0) + 1;
+    this.stats.generation = this.generation;
+    // The claim: fails with PARTITION_FENCED if another worker saved meanwhile.
+    this.revision = await store.save(this.partition, this.state(), loaded.revision);
+    this.lastCheckpointSeq = this.set.streamSeq;
+
+    const name = analyticsConsumerName(this.partition, this.generation);
+    await jsm.consumers.delete(EVENTS_STREAM, name).catch(() => undefined); // a leftover of a crashed takeover
+    await jsm.consumers.add(EVENTS_STREAM, {
+      durable_name: name,
+      description: `hub analytics: rules over partition ${this.partition}; acked up to the last operator snapshot`,
+      filter_subject: `events.*.${this.partition}`,
+      ack_policy: AckPolicy.All,
+      ack_wait: nanos(this.settings.ackWaitMs),
+      max_ack_pending: this.settings.maxAckPending,
+      max_deliver: -1,
+      replay_policy: ReplayPolicy.Instant,
+      ...(this.set.streamSeq > 0 ? { deliver_policy: DeliverPolicy.StartSequence, opt_start_seq: this.set.streamSeq + 1 } : { deliver_policy: DeliverPolicy.All }),
+    });
+    await this.deleteOlderGenerations();
+    const consumer: Consumer = await js.consumers.get(EVENTS_STREAM, name);
+    this.messages = await consumer.consume({ max_messages: 256 });
+    log.info({ partition: this.partition, generation: this.generation, fromSeq: this.set.streamSeq + 1, rules: this.set.rules() }, 'partition taken');
+    this.loop = this.run().catch((error: unknown) => log.error({ err: error, partition: this.partition }, 'partition loop failed'));
+    this.timer = setInterval(() => void this.tick(), Math.min(1000, this.settings.checkpointIntervalMs));
+    this.timer.unref();
+  }
+
+  /** New rule set (from the KV rule store): applied between two messages. */
+  setRules(rules: readonly Rule[]): void {
+    this.rules = rules;
+    if (!this.set) return;
+    const change = this.set.setRules(rules);
+    if (change.added.length + change.changed.length + change.removed.length > 0) this.deps.log.info({ partition: this.partition, ...change }, 'rules updated');
+  }
+
+  /** Last checkpoint, then stops consuming. The consumer stays; the next owner replaces it. */
+  async stop(): Promise<void> {
+    if (this.stopping) return;
+    this.stopping = true;
+    if (this.timer) clearInterval(this.timer);
+    this.messages?.stop();
+    await this.loop;
+    if (!this.fenced) {
+      for (let attempt = 0; attempt < 3; attempt++) {
+        try {
+          await this.checkpoint();
+          break;
+        } catch (error) {
+          this.deps.log.warn({ partition: this.partition, err: errorMessage(error) }, 'final checkpoint failed; the next owner replays from the last one');
+          if (this.fenced) break;
+        }
+      }
+    }
+  }
+
+  private async run(): Promise<void> {
+    for await (const message of this.messages!) {
+      if (this.stopping) break;
+      if (this.checkpointing) await this.checkpointing.catch(() => undefined);
+      let batch: EventBatch;
+      try {
+        batch = decodeBatch(message.data);
+      } catch (error) {
+        // The raw path dead-letters undecodable messages; here they carry nothing to count. Covered by the next ack.
+        this.deps.log.warn({ partition: this.partition, seq: message.info.streamSequence, err: errorMessage(error) }, 'undecodable message skipped by analytics');
+        this.lastMessage = message;
+        continue;
+      }
+      const outputs = this.set.apply(batch, message.info.streamSequence, this.deps.now());
+      this.lastMessage = message;
+      if (!outputs) continue;
+      this.stats.events += batch.events.length;
+      this.route(outputs, batch, message.info.streamSequence);
+      if (this.pendingOutputs >= this.settings.maxPendingOutputs && !(await this.checkpointSafely())) {
+        // QuestDB or KV is failing: stop reading (JetStream stops delivering at max_ack_pending anyway) and retry.
+        await new Promise((resolve) => setTimeout(resolve, 1000));
+      }
+    }
+  }
+
+  private route(outputs: OperatorOutput[], batch: Pick<EventBatch, 'agent' | 'partition'>, seq: number): void {
+    const results: Array<WindowResult | Alert> = [];
+    for (const output of outputs) {
+      if (output.type === 'late_event') {
+        this.lateEvents.push(lateLetter(output, batch, seq));
+        this.stats.lateEvents++;
+        continue;
+      }
+      if (output.type === 'alert') this.stats.alerts++;
+      else this.stats.windowResults++;
+      results.push(output);
+    }
+    if (results.length > 0) {
+      this.deps.sink.write(results);
+      this.pendingOutputs += results.length;
+    }
+  }
+
+  /** Every second: let idle agents' time pass (fires windows and absence rules), checkpoint when due. */
+  private async tick(): Promise<void> {
+    if (this.stopping || this.checkpointing) return;
+    const outputs = this.set.advance(this.deps.now());
+    if (outputs.length > 0) this.route(outputs, { agent: 'hub', partition: this.partition }, this.set.streamSeq);
+    const due = this.deps.now() - (this.stats.lastCheckpointAt ?? 0) >= this.settings.checkpointIntervalMs;
+    if (due && (this.set.streamSeq > this.lastCheckpointSeq || this.pendingOutputs > 0 || this.lateEvents.length > 0)) void (await this.checkpointSafely());
+  }
+
+  private async checkpointSafely(): Promise<boolean> {
+    try {
+      await this.checkpoint();
+      return true;
+    } catch (error) {
+      this.stats.checkpointFailures++;
+      this.deps.log.warn({ partition: this.partition, err: errorMessage(error) }, 'checkpoint failed; nothing acked, retrying');
+      if (error instanceof HubError && error.code === HubErrorCode.PARTITION_FENCED) this.fence();
+      return false;
+    }
+  }
+
+  /** Flush outputs, dead-letter late events, save the snapshot, then ack. The message loop waits meanwhile. */
+  private checkpoint(): Promise<void> {
+    if (this.checkpointing) return this.checkpointing;
+    const run = async () => {
+      await this.deps.sink.flush();
+      this.pendingOutputs = 0;
+      if (this.lateEvents.length > 0) {
+        await this.deps.late.publish(this.lateEvents);
+        this.lateEvents = [];
+      }
+      this.revision = await this.deps.store.save(this.partition, this.state(), this.revision);
+      this.lastCheckpointSeq = this.set.streamSeq;
+      this.lastMessage?.ack();
+      this.stats.checkpoints++;
+      this.stats.lastCheckpointAt = this.deps.now();
+      this.stats.streamSeq = this.set.streamSeq;
+      this.stats.watermark = this.set.currentWatermark();
+    };
+    this.checkpointing = run().finally(() => {
+      this.checkpointing = undefined;
+    });
+    return this.checkpointing;
+  }
+
+  private fence(): void {
+    if (this.fenced) return;
+    this.fenced = true;
+    this.deps.log.warn({ partition: this.partition }, 'another worker owns this partition now; stopping without acking');
+    this.onFenced(this.partition);
+  }
+
+  private state() {
+    return { generation: this.generation, owner: this.deps.workerId, savedAt: this.deps.now(), operators: this.set.snapshot() };
+  }
+
+  private async deleteOlderGenerations(): Promise<void> {
+    const prefix = `hub-analytics-p${this.partition}-g`;
+    for await (const info of this.deps.jsm.consumers.list(EVENTS_STREAM)) {
+      const name = info.name;
+      if (!name.startsWith(prefix) || name === analyticsConsumerName(this.partition, this.generation)) continue;
+      await this.deps.jsm.consumers.delete(EVENTS_STREAM, name).catch((error: unknown) => {
+        this.deps.log.warn({ consumer: name, err: errorMessage(error) }, 'could not delete an older analytics consumer');
+      });
+    }
+  }
+}
+
+function lateLetter(output: LateEvent, batch: Pick<EventBatch, 'agent' | 'partition'>, seq: number): DeadLetter {
+  return {
+    reason: 'late_event',
+    detail: `event ${output.event.id} at ${new Date(Math.floor(output.event.ts / 1000)).toISOString()} is behind rule ${output.rule}'s watermark ${new Date(output.watermark).toISOString()} plus its allowed lateness`,
+    agent: batch.agent,
+    partition: batch.partition,
+    seq,
+    index: 0,
+    event: output.event,
+    rule: output.rule,
+  };
+}

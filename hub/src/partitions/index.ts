@@ -1,0 +1,12 @@
+export {
+  KvLeaseManager,
+  LEASE_DEFAULTS,
+  leaseQuotas,
+  planLeases,
+  type LeaseHandlers,
+  type LeaseManagerOptions,
+  type LeasePlan,
+  type LeasePlanInput,
+  type LeaseStatus,
+  type ReleaseReason,
+} from './kv-lease-manager.js';

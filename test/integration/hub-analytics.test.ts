@@ -1,0 +1,154 @@
+/**
+ * Hub analytics on the real cluster and QuestDB: two workers share the partitions through leases; one is killed
+ * with SIGKILL mid-stream; its partitions move to the others, which restore the last snapshot and replay from the
+ * stream position it covers. The window results in QuestDB must equal an offline run of the same operators over
+ * the same input: a replayed event counted twice would show as a wrong count or sum.
+ */
+import { after, before, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { mkdtempSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { connect, type NatsConnection } from '@nats-io/transport-node';
+import { OperatorSet } from '../../hub/src/analytics/operator-set.js';
+import type { Rule, WindowResult } from '../../hub/src/operators/index.js';
+import { encodeRule, openRuleBucket, ruleKey } from '../../hub/src/rules/index.js';
+import { partitionOf, type WireEvent } from '../../shared/wire.js';
+import { testStack } from '../support/env.js';
+import { agentPorts, freePort, startAgent, startHub, type AgentPorts, type ManagedProcess } from '../support/processes.js';
+import { query, waitFor } from '../support/questdb.js';
+
+const stack = testStack();
+const run = Date.now().toString(36);
+const agentId = `analytics-${run}`;
+const metric = `it_${run}`;
+const rule = {
+  kind: 'window',
+  name: `it-count-${run}`,
+  eventType: 'device.telemetry',
+  keyBy: 'key',
+  where: { metric },
+  window: { type: 'tumbling', sizeMs: 10_000 },
+  aggregates: [
+    { name: 'n', fn: 'count' },
+    { name: 'total', fn: 'sum', field: 'value' },
+  ],
+  allowedLatenessMs: 0,
+} as unknown as Rule;
+const PARTITIONS = 8;
+const LEASE_TTL_MS = 6000;
+
+let nc: NatsConnection;
+let agent: ManagedProcess;
+let ports: AgentPorts;
+const hubs: Array<{ process: ManagedProcess; port: number }> = [];
+
+async function hub(name: string): Promise<{ process: ManagedProcess; port: number }> {
+  const port = await freePort();
+  const started = {
+    process: await startHub(name, stack.natsUrls, stack.questdbHttp, {
+      HUB_HTTP__PORT: String(port),
+      HUB_ANALYTICS__WORKERID: `${name}-${run}`,
+      HUB_ANALYTICS__LEASETTLMS: String(LEASE_TTL_MS),
+      HUB_ANALYTICS__CHECKPOINTINTERVALMS: '500',
+    }),
+    port,
+  };
+  hubs.push(started);
+  return started;
+}
+
+async function owned(port: number): Promise<number[]> {
+  const health = (await (await fetch(`http://127.0.0.1:${port}/healthz`)).json()) as { analytics?: { owned: number[] } };
+  return health.analytics?.owned ?? [];
+}
+
+before(async () => {
+  nc = await connect({ servers: stack.natsUrls });
+  const rules = await openRuleBucket(nc);
+  await rules.put(ruleKey(rule.name), encodeRule(rule));
+  ports = await agentPorts();
+  agent = await startAgent(agentId, stack.natsUrls, ports, mkdtempSync(join(tmpdir(), 'agent-')));
+});
+
+after(async () => {
+  await agent?.stop();
+  for (const h of hubs) await h.process.stop();
+  const rules = await openRuleBucket(nc);
+  await rules.delete(ruleKey(rule.name)).catch(() => undefined);
+  await nc?.close();
+});
+
+test('two workers share the partitions; after one is killed, window results equal an offline computation', async () => {
+  const a = await hub('an-a');
+  const b = await hub('an-b');
+  const split = await waitFor(
+    async () => [await owned(a.port), await owned(b.port)],
+    ([x, y]) => x!.length + y!.length === PARTITIONS && x!.length > 0 && y!.length > 0,
+    30_000,
+  );
+  assert.deepEqual([...split[0]!, ...split[1]!].sort((p, q) => p - q), [0, 1, 2, 3, 4, 5, 6, 7], 'each partition owned exactly once');
+
+  const base = Math.floor(Date.now() / 10_000) * 10_000 - 3_600_000;
+  const devices = 24;
+  const events: WireEvent[] = [];
+  const send = async (step: number) => {
+    const lines: string[] = [];
+    for (let d = 0; d < devices; d++) {
+      const timestamp = base + step * 1000 + d; // strictly increasing per device, 1 event per device per second
+      const body = { event_id: `${agentId}-${step}-${d}`, device_id: `${agentId}-d${d}`, timestamp, metric, value: (step * 7 + d) % 13 };
+      lines.push(JSON.stringify({ type: 'device.telemetry', ...body }));
+      events.push({ id: body.event_id, type: 'device.telemetry', sv: 1, key: body.device_id, ts: timestamp * 1000, its: 0, src: 'http', body });
+    }
+    const response = await fetch(`http://127.0.0.1:${ports.http}/v1/events`, { method: 'POST', headers: { 'content-type': 'application/x-ndjson' }, body: lines.join('\n') });
+    assert.equal(response.status, 200);
+  };
+  const steps = 120;
+  let killedAt = 0;
+  for (let step = 0; step < steps; step++) {
+    await send(step);
+    if (step === 50) {
+      // Let a checkpoint or two happen, then kill worker A without warning.
+      await new Promise((r) => setTimeout(r, 1500));
+      await a.process.kill();
+      killedAt = Date.now();
+    }
+    await new Promise((r) => setTimeout(r, 20));
+  }
+  const takeover = await waitFor(() => owned(b.port), (o) => o.length === PARTITIONS, 45_000, 200);
+  const takeoverMs = Date.now() - killedAt;
+  process.stderr.write(`worker B owned all ${takeover.length} partitions ${(takeoverMs / 1000).toFixed(1)} s after worker A was killed (lease TTL ${LEASE_TTL_MS / 1000} s)\n`);
+
+  const expected = offline(events);
+  assert.ok(expected.size > devices * 5, `the offline run closes windows (${expected.size})`);
+  const read = async () => {
+    const rows = await query<{ key: string; ts: string; aggregate: string; value: number }>(
+      stack.questdbHttp,
+      `select key, ts, aggregate, value from window_results where rule = '${rule.name}' and not superseded`,
+    );
+    const got = new Map<string, number>();
+    for (const row of rows) got.set(`${row.key}|${Date.parse(row.ts)}|${row.aggregate}`, Number(row.value));
+    return got;
+  };
+  const got = await waitFor(read, (m) => [...expected.keys()].every((k) => m.has(k)), 60_000, 500);
+  const wrong = [...expected].filter(([k, v]) => got.get(k) !== v);
+  assert.deepEqual(wrong.slice(0, 5).map(([k, v]) => `${k}: expected ${v}, got ${got.get(k)}`), [], `${wrong.length} of ${expected.size} window values differ from the offline run`);
+});
+
+/** The same operators over the same input, partition by partition in stream order: (key|windowStart|aggregate) -> value. */
+function offline(events: WireEvent[]): Map<string, number> {
+  const watermark = { maxOutOfOrdernessMs: 5000, idleTimeoutMs: 30000, advanceWhenAllIdle: false };
+  const sets = Array.from({ length: PARTITIONS }, () => new OperatorSet([rule], watermark));
+  const expected = new Map<string, number>();
+  let seq = 0;
+  for (const event of events) {
+    const partition = partitionOf(event.key, PARTITIONS);
+    const outputs = sets[partition]!.apply({ v: 1, agent: agentId, partition, first: 0, last: 0, events: [event] }, ++seq, 0) ?? [];
+    for (const output of outputs) {
+      if (output.type !== 'window_result') continue;
+      const result = output as WindowResult;
+      for (const [name, value] of Object.entries(result.values)) expected.set(`${result.key}|${result.windowStart}|${name}`, Number(value));
+    }
+  }
+  return expected;
+}

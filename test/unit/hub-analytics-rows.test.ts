@@ -1,0 +1,278 @@
+/** The analytics sink's pure parts: outputs → rows, the table DDL and plan, and buffering/flush with a stand-in Sender. */
+import assert from 'node:assert/strict';
+import { describe, test } from 'node:test';
+import { pino } from 'pino';
+import type { Alert, WindowResult } from '../../hub/src/operators/operator.js';
+import {
+  QuestDbAnalyticsSink,
+  analyticsRows,
+  analyticsTableSpecs,
+  createAnalyticsTableSql,
+  planAnalyticsTable,
+  writeAnalyticsRow,
+  type AnalyticsRow,
+} from '../../hub/src/sinks/questdb-analytics-sink.js';
+import type { IlpSender } from '../../hub/src/sinks/questdb-sink.js';
+
+const T0 = Date.UTC(2026, 0, 15, 10, 0, 0);
+
+function result(overrides: Partial<WindowResult> = {}): WindowResult {
+  return {
+    type: 'window_result',
+    rule: 'stats',
+    key: 'dev-1',
+    windowStart: T0,
+    windowEnd: T0 + 10_000,
+    values: { readings: 3, avg_value: 21.5 },
+    final: false,
+    revision: 0,
+    ...overrides,
+  };
+}
+
+const alert: Alert = {
+  type: 'alert',
+  rule: 'overheating',
+  key: 'dev-1',
+  severity: 'critical',
+  ts: T0 + 1234,
+  message: 'temperature > 80 for 60 s',
+  details: { max: 91.5, readings: [80.5, 91.5] },
+};
+
+/** Rows as plain objects without the `table`, compared in tables. */
+function shape(row: AnalyticsRow): Record<string, unknown> {
+  const out: Record<string, unknown> = { ts: row.ts };
+  for (const s of row.symbols) out[s.name] = s.value;
+  for (const f of row.fields) out[f.name] = f.value;
+  return out;
+}
+
+describe('analyticsRows', () => {
+  const cases: Array<{ name: string; outputs: Array<WindowResult | Alert>; expected: Array<Record<string, unknown>>; problems?: number }> = [
+    {
+      name: 'a window result gives one row per aggregate, times in µs',
+      outputs: [result()],
+      expected: [
+        { ts: T0 * 1000, rule: 'stats', key: 'dev-1', aggregate: 'readings', value: 3, window_end: (T0 + 10_000) * 1000, revision: 0, final: false, superseded: false },
+        { ts: T0 * 1000, rule: 'stats', key: 'dev-1', aggregate: 'avg_value', value: 21.5, window_end: (T0 + 10_000) * 1000, revision: 0, final: false, superseded: false },
+      ],
+    },
+    {
+      name: 'a string aggregate goes to text_value, an object as JSON, null to neither',
+      outputs: [result({ values: { last_state: 'on', flags: { a: true }, avg_value: null, up: true }, final: true, revision: 2 })],
+      expected: [
+        { ts: T0 * 1000, rule: 'stats', key: 'dev-1', aggregate: 'last_state', text_value: 'on', window_end: (T0 + 10_000) * 1000, revision: 2, final: true, superseded: false },
+        { ts: T0 * 1000, rule: 'stats', key: 'dev-1', aggregate: 'flags', text_value: '{"a":true}', window_end: (T0 + 10_000) * 1000, revision: 2, final: true, superseded: false },
+        { ts: T0 * 1000, rule: 'stats', key: 'dev-1', aggregate: 'avg_value', window_end: (T0 + 10_000) * 1000, revision: 2, final: true, superseded: false },
+        { ts: T0 * 1000, rule: 'stats', key: 'dev-1', aggregate: 'up', text_value: 'true', window_end: (T0 + 10_000) * 1000, revision: 2, final: true, superseded: false },
+      ],
+    },
+    {
+      name: 'a session that replaces others tombstones their rows, except one with its own start',
+      outputs: [
+        result({
+          rule: 'sessions',
+          windowStart: T0,
+          windowEnd: T0 + 50_000,
+          values: { events: 7 },
+          revision: 1,
+          replaces: [
+            { windowStart: T0, windowEnd: T0 + 10_000 },
+            { windowStart: T0 + 30_000, windowEnd: T0 + 50_000 },
+          ],
+        }),
+      ],
+      expected: [
+        { ts: T0 * 1000, rule: 'sessions', key: 'dev-1', aggregate: 'events', value: 7, window_end: (T0 + 50_000) * 1000, revision: 1, final: false, superseded: false },
+        { ts: (T0 + 30_000) * 1000, rule: 'sessions', key: 'dev-1', aggregate: 'events', window_end: (T0 + 50_000) * 1000, revision: 1, final: true, superseded: true },
+      ],
+    },
+    {
+      name: 'an alert gives one row with details as JSON text',
+      outputs: [alert],
+      expected: [
+        {
+          ts: (T0 + 1234) * 1000,
+          rule: 'overheating',
+          key: 'dev-1',
+          severity: 'critical',
+          message: 'temperature > 80 for 60 s',
+          details: '{"max":91.5,"readings":[80.5,91.5]}',
+        },
+      ],
+    },
+    {
+      name: 'an output whose time is not epoch ms is a problem, not a row',
+      outputs: [result({ windowStart: 1.5 }), { ...alert, ts: -1 }],
+      expected: [],
+      problems: 2,
+    },
+    {
+      name: 'late events are ignored',
+      outputs: [{ type: 'late_event' } as unknown as WindowResult],
+      expected: [],
+    },
+  ];
+  for (const c of cases) {
+    test(c.name, () => {
+      const { rows, problems } = analyticsRows(c.outputs);
+      assert.deepEqual(rows.map(shape), c.expected);
+      assert.equal(problems.length, c.problems ?? 0);
+    });
+  }
+
+  test('rows go to the configured tables; identities are the dedup keys', () => {
+    const tables = { windowResults: 'wr_test', alerts: 'al_test' };
+    const { rows } = analyticsRows([result(), result({ revision: 1 }), alert, { ...alert, message: 'again' }], tables);
+    assert.deepEqual(
+      rows.map((r) => r.table),
+      ['wr_test', 'wr_test', 'wr_test', 'wr_test', 'al_test', 'al_test'],
+    );
+    // Same window and aggregate, another revision: the same identity (so the later one replaces it).
+    assert.equal(rows[0]!.id, rows[2]!.id);
+    assert.notEqual(rows[0]!.id, rows[1]!.id);
+    assert.equal(rows[4]!.id, rows[5]!.id);
+  });
+});
+
+describe('analytics tables', () => {
+  test('DDL: WAL, daily partitions, dedup on the window and aggregate / the alert keys', () => {
+    const [windows, alerts] = analyticsTableSpecs().map(createAnalyticsTableSql);
+    assert.equal(
+      windows,
+      'CREATE TABLE IF NOT EXISTS "window_results" ("ts" TIMESTAMP, "rule" SYMBOL, "key" SYMBOL, "aggregate" SYMBOL, "value" DOUBLE, ' +
+        '"text_value" VARCHAR, "window_end" TIMESTAMP, "revision" LONG, "final" BOOLEAN, "superseded" BOOLEAN, "written_at" TIMESTAMP) ' +
+        'TIMESTAMP("ts") PARTITION BY DAY WAL DEDUP UPSERT KEYS("ts", "rule", "key", "aggregate")',
+    );
+    assert.equal(
+      alerts,
+      'CREATE TABLE IF NOT EXISTS "alerts" ("ts" TIMESTAMP, "rule" SYMBOL, "key" SYMBOL, "severity" SYMBOL, "message" VARCHAR, ' +
+        '"details" VARCHAR, "written_at" TIMESTAMP) TIMESTAMP("ts") PARTITION BY DAY WAL DEDUP UPSERT KEYS("ts", "rule", "key")',
+    );
+  });
+
+  test('an existing table missing a column and the dedup keys gets both; a wrong type is a problem', () => {
+    const spec = analyticsTableSpecs()[1]!;
+    const plan = planAnalyticsTable(spec, [
+      { name: 'ts', type: 'TIMESTAMP', designated: true, upsertKey: true },
+      { name: 'rule', type: 'SYMBOL', designated: false, upsertKey: false },
+      { name: 'key', type: 'SYMBOL', designated: false, upsertKey: false },
+      { name: 'severity', type: 'SYMBOL', designated: false, upsertKey: false },
+      { name: 'message', type: 'STRING', designated: false, upsertKey: false },
+      { name: 'details', type: 'DOUBLE', designated: false, upsertKey: false },
+    ]);
+    assert.deepEqual(plan.statements, [
+      'ALTER TABLE "alerts" ADD COLUMN IF NOT EXISTS "written_at" TIMESTAMP',
+      'ALTER TABLE "alerts" DEDUP ENABLE UPSERT KEYS("ts", "rule", "key")',
+    ]);
+    assert.deepEqual(plan.problems, ['column details is DOUBLE, must be VARCHAR']);
+  });
+});
+
+/** Records ILP lines; flush() takes the buffer, then may fail or wait. */
+class FakeSender implements IlpSender {
+  sent: string[][] = [];
+  failNext = 0;
+  hold: Promise<void> | undefined;
+  private buffer: string[] = [];
+  private line = '';
+  table(name: string): void {
+    this.line = name;
+  }
+  symbol(name: string, value: string): void {
+    this.line += `,${name}=${value}`;
+  }
+  stringColumn(name: string, value: string): void {
+    this.line += ` ${name}="${value}"`;
+  }
+  floatColumn(name: string, value: number): void {
+    this.line += ` ${name}=${value}`;
+  }
+  intColumn(name: string, value: number): void {
+    this.line += ` ${name}=${value}i`;
+  }
+  booleanColumn(name: string, value: boolean): void {
+    this.line += ` ${name}=${value}`;
+  }
+  timestampColumn(name: string, value: number): void {
+    this.line += ` ${name}=${value}t`;
+  }
+  at(ts: number): void {
+    this.buffer.push(`${this.line} ${ts}`);
+  }
+  async flush(): Promise<boolean> {
+    const data = this.buffer.splice(0);
+    if (this.hold) await this.hold;
+    if (this.failNext > 0) {
+      this.failNext--;
+      throw new Error('connect ECONNREFUSED');
+    }
+    this.sent.push(data);
+    return true;
+  }
+  reset(): void {
+    this.buffer = [];
+  }
+  async close(): Promise<void> {}
+}
+
+function sink(sender: FakeSender): QuestDbAnalyticsSink {
+  return new QuestDbAnalyticsSink(sender, { ping: async () => undefined }, { nowMicros: () => 42, log: pino({ level: 'silent' }) });
+}
+
+describe('QuestDbAnalyticsSink', () => {
+  test('writes written_at before the designated timestamp', () => {
+    const sender = new FakeSender();
+    const [row] = analyticsRows([alert]).rows;
+    writeAnalyticsRow(sender, row!, 42);
+    void sender.flush();
+    assert.match(sender.sent[0]![0]!, /^alerts,rule=overheating,key=dev-1,severity=critical message=".*" details=".*" written_at=42t \d+$/);
+  });
+
+  test('sends a window revised twice between flushes once, with the last revision', async () => {
+    const sender = new FakeSender();
+    const s = sink(sender);
+    s.write([result({ values: { readings: 1 } })]);
+    s.write([result({ values: { readings: 2 }, revision: 1 }), alert]);
+    assert.equal(s.bufferedRows, 2);
+    await s.flush();
+    assert.equal(sender.sent.length, 1);
+    assert.equal(sender.sent[0]!.length, 2);
+    assert.match(sender.sent[0]!.find((l) => l.startsWith('window_results'))!, / value=2 .*revision=1i/);
+    assert.equal(s.bufferedRows, 0);
+  });
+
+  test('keeps the rows of a failed flush and sends them with the next one', async () => {
+    const sender = new FakeSender();
+    const s = sink(sender);
+    s.write([alert]);
+    sender.failNext = 1;
+    await assert.rejects(s.flush(), /HUB_ERR_FLUSH_FAILED|analytics rows to QuestDB failed/);
+    assert.equal(s.bufferedRows, 1);
+    s.write([result()]);
+    await s.flush();
+    assert.equal(sender.sent[0]!.length, 3);
+    assert.equal(s.bufferedRows, 0);
+  });
+
+  test('queues concurrent flushes; rows written during a flush go with the next', async () => {
+    const sender = new FakeSender();
+    const s = sink(sender);
+    let release!: () => void;
+    sender.hold = new Promise((resolve) => (release = resolve));
+    s.write([alert]);
+    const first = s.flush();
+    await new Promise((resolve) => setImmediate(resolve));
+    s.write([result()]);
+    const second = s.flush();
+    sender.hold = undefined;
+    release();
+    await Promise.all([first, second]);
+    assert.deepEqual(
+      sender.sent.map((batch) => batch.length),
+      [1, 2],
+    );
+    assert.equal(s.bufferedRows, 0);
+  });
+});
