@@ -78,6 +78,9 @@ export const EVENTS_STREAM = 'EVENTS';
 export const EVENTS_SUBJECTS = 'events.>';
 export const DLQ_STREAM = 'DLQ';
 export const DLQ_SUBJECTS = 'dlq.>';
+/** Alerts of the hub's CEP rules, JSON, on `alerts.<rule>` (Nats-Msg-Id `<rule>:<key>:<ts>`, so replays dedupe). */
+export const ALERTS_STREAM = 'ALERTS';
+export const ALERTS_SUBJECTS = 'alerts.>';
 
 export function eventSubject(agentId: string, partition: number): string {
   return `events.${agentId}.${partition}`;

@@ -29,6 +29,7 @@ import { ensureStreams, streamSpecs } from './streams.js';
 import { UnmappedEvents } from './unmapped-events.js';
 import { AnalyticsService } from './analytics/analytics-service.js';
 import { publishRuleFiles } from './rules/index.js';
+import { JetStreamAlertSink } from './sinks/jetstream-alert-sink.js';
 import { createQuestDbAnalyticsSink, type QuestDbAnalyticsSink } from './sinks/questdb-analytics-sink.js';
 
 class ShutdownRequested extends Error {}
@@ -286,7 +287,8 @@ async function main(): Promise<number> {
         shutdown.signal,
         log,
       );
-      const started = new AnalyticsService(nc, jetstream(nc), jsm, config.analytics, analyticsSink, deadLetters, log);
+      const alertStream = new JetStreamAlertSink(jetstream(nc), config.deadLetters.publishTimeoutMs);
+      const started = new AnalyticsService(nc, jetstream(nc), jsm, config.analytics, analyticsSink, deadLetters, alertStream, log);
       await retrying('analytics', () => started.start(), shutdown.signal, log);
       analytics = started;
       log.info({ workerId: config.analytics.workerId, partitions: config.analytics.partitions }, 'analytics running');

@@ -11,7 +11,7 @@ import { DiscardPolicy, JetStreamApiError, RetentionPolicy, StorageType } from '
 import type { JetStreamManager, StreamConfig, StreamInfo } from '@nats-io/jetstream';
 import { nanos } from '@nats-io/transport-node';
 import type { Logger } from '../../shared/logger.js';
-import { DLQ_STREAM, DLQ_SUBJECTS, EVENTS_STREAM, EVENTS_SUBJECTS } from '../../shared/wire.js';
+import { ALERTS_STREAM, ALERTS_SUBJECTS, DLQ_STREAM, DLQ_SUBJECTS, EVENTS_STREAM, EVENTS_SUBJECTS } from '../../shared/wire.js';
 import type { HubConfig } from './config.js';
 import { HubError, HubErrorCode, errorMessage } from './errors.js';
 
@@ -44,6 +44,18 @@ export function streamSpecs(config: HubConfig['streams']): StreamSpec[] {
       description:
         'Dead letters, one msgpack record each: events edge agents refused (dlq.<agent>, Nats-Msg-Id <agent>:dlq:<id>) and ' +
         'events the hub could not write (dlq.hub.<reason>, Nats-Msg-Id hub.dlq:<event id>@<ts>)',
+      storage: StorageType.File,
+      retention: RetentionPolicy.Limits,
+      discard: DiscardPolicy.Old,
+      num_replicas: config.replicas,
+      max_bytes: config.dlqMaxBytes,
+      max_age: nanos(config.dlqMaxAgeMs),
+      duplicate_window: nanos(config.duplicateWindowMs),
+    },
+    {
+      name: ALERTS_STREAM,
+      subjects: [ALERTS_SUBJECTS],
+      description: 'Alerts of the CEP rules, JSON, on alerts.<rule> (Nats-Msg-Id <rule>:<key>:<ts>: a replayed alert is dropped as a duplicate)',
       storage: StorageType.File,
       retention: RetentionPolicy.Limits,
       discard: DiscardPolicy.Old,

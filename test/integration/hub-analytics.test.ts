@@ -9,6 +9,7 @@ import assert from 'node:assert/strict';
 import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { jetstreamManager } from '@nats-io/jetstream';
 import { connect, type NatsConnection } from '@nats-io/transport-node';
 import { OperatorSet } from '../../hub/src/analytics/operator-set.js';
 import type { Rule, WindowResult } from '../../hub/src/operators/index.js';
@@ -152,3 +153,45 @@ function offline(events: WireEvent[]): Map<string, number> {
   }
   return expected;
 }
+
+test('a CEP rule put into KV while running raises one alert per episode, in QuestDB and on the ALERTS stream', async () => {
+  const alertMetric = `heat_${run}`;
+  const heat = {
+    kind: 'threshold_duration',
+    name: `it-heat-${run}`,
+    eventType: 'device.telemetry',
+    where: { metric: alertMetric },
+    keyBy: 'key',
+    field: 'value',
+    op: '>',
+    value: 80,
+    durationMs: 5000,
+    severity: 'warning',
+  };
+  const rules = await openRuleBucket(nc);
+  await rules.put(ruleKey(heat.name), encodeRule(heat));
+  // No restart: the running worker (B from the test above) picks the rule up from the watch.
+  await new Promise((r) => setTimeout(r, 2000));
+  const base = Math.floor(Date.now() / 1000) * 1000 - 1_800_000;
+  const device = `${agentId}-hot`;
+  // 20 s above 80 (one episode), 5 s below, 3 s above (too short), then time moves on so the watermark passes.
+  const readings = [...Array.from({ length: 20 }, () => 90), ...Array.from({ length: 5 }, () => 20), ...Array.from({ length: 3 }, () => 95), ...Array.from({ length: 15 }, () => 20)];
+  const lines = readings.map((value, i) => JSON.stringify({ type: 'device.telemetry', event_id: `${device}-${i}`, device_id: device, timestamp: base + i * 1000, metric: alertMetric, value }));
+  const response = await fetch(`http://127.0.0.1:${ports.http}/v1/events`, { method: 'POST', headers: { 'content-type': 'application/x-ndjson' }, body: lines.join('\n') });
+  assert.equal(response.status, 200);
+  const rows = await waitFor(
+    () => query<{ key: string; ts: string; severity: string }>(stack.questdbHttp, `select key, ts, severity from alerts where rule = '${heat.name}'`),
+    (r) => r.length > 0,
+    60_000,
+    500,
+  );
+  await new Promise((r) => setTimeout(r, 3000)); // a second alert, if any, would have arrived by now
+  const final = await query<{ key: string; ts: string; severity: string }>(stack.questdbHttp, `select key, ts, severity from alerts where rule = '${heat.name}'`);
+  assert.equal(final.length, 1, `one alert for one long episode, none for the short one (${JSON.stringify(rows)})`);
+  assert.equal(final[0]!.key, device);
+  assert.equal(final[0]!.severity, 'warning');
+  const jsm = await jetstreamManager(nc);
+  const stored = await jsm.streams.getMessage('ALERTS', { last_by_subj: `alerts.${heat.name}` });
+  assert.equal((JSON.parse(new TextDecoder().decode(stored!.data)) as { key: string }).key, device, 'the alert is on the ALERTS stream');
+  await rules.delete(ruleKey(heat.name));
+});

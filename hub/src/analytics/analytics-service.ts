@@ -13,7 +13,7 @@ import { KvLeaseManager } from '../partitions/index.js';
 import { KvRuleStore } from '../rules/index.js';
 import type { HubConfig } from '../config.js';
 import { KvSnapshotStore } from './kv-snapshot-store.js';
-import { PartitionProcessor, type AnalyticsOutputSink, type LateEventSink, type PartitionStats } from './partition-processor.js';
+import { PartitionProcessor, type AlertStream, type AnalyticsOutputSink, type LateEventSink, type PartitionStats } from './partition-processor.js';
 
 export interface AnalyticsStatus {
   workerId: string;
@@ -37,6 +37,7 @@ export class AnalyticsService {
     private readonly config: HubConfig['analytics'],
     private readonly sink: AnalyticsOutputSink,
     private readonly late: LateEventSink,
+    private readonly alerts: AlertStream,
     private readonly log: Logger,
   ) {
     this.store = new KvSnapshotStore(nc, { bucket: config.stateBucket, replicas: config.replicas });
@@ -90,7 +91,7 @@ export class AnalyticsService {
         maxAckPending: this.config.maxAckPending,
         watermark: this.config.watermark,
       },
-      { js: this.js, jsm: this.jsm, store: this.store, sink: this.sink, late: this.late, workerId: this.config.workerId, log: this.log, now: Date.now },
+      { js: this.js, jsm: this.jsm, store: this.store, sink: this.sink, late: this.late, alerts: this.alerts, workerId: this.config.workerId, log: this.log, now: Date.now },
       (fenced) => void this.give(fenced, 'lost'),
     );
     // A failure here (the claim was fenced, JetStream unavailable) propagates: the lease manager does not count

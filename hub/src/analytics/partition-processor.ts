@@ -12,7 +12,8 @@
  *   - Each message's batch goes through the OperatorSet; window results and alerts go to the analytics sink's
  *     buffer, late events to a list for the DLQ. A message at or below the state's sequence is skipped (replay).
  *   - Every `checkpointIntervalMs` (and when `maxPendingOutputs` is reached) the loop pauses for a checkpoint:
- *     flush the sink (QuestDB, idempotent upserts), publish the late events to the DLQ stream, save the snapshot
+ *     flush the sink (QuestDB, idempotent upserts), publish the late events to the DLQ stream and the alerts to the
+ *     ALERTS stream (both deduplicated by message id), save the snapshot
  *     (CAS), and only then ack the last message (AckAll covers everything before it). A failed step leaves the
  *     messages unacked and the snapshot unchanged, and the checkpoint is retried; nothing is counted twice because
  *     after a crash the next owner restores the last snapshot and skips what it covers, and the QuestDB rows of
@@ -39,6 +40,10 @@ export interface LateEventSink {
   publish(letters: readonly DeadLetter[]): Promise<void>;
 }
 
+export interface AlertStream {
+  publish(alerts: readonly Alert[]): Promise<void>;
+}
+
 export interface PartitionProcessorSettings {
   checkpointIntervalMs: number;
   /** Checkpoint early when this many outputs wait for the next flush (bounds memory). */
@@ -55,6 +60,7 @@ export interface PartitionProcessorDeps {
   store: SnapshotStore;
   sink: AnalyticsOutputSink;
   late: LateEventSink;
+  alerts: AlertStream;
   workerId: string;
   log: Logger;
   now: () => number;
@@ -89,6 +95,7 @@ export class PartitionProcessor {
   private lastCheckpointSeq = 0;
   private pendingOutputs = 0;
   private lateEvents: DeadLetter[] = [];
+  private alerts: Alert[] = [];
   private checkpointing: Promise<void> | undefined;
   readonly stats: PartitionStats;
 
@@ -212,8 +219,10 @@ export class PartitionProcessor {
         this.stats.lateEvents++;
         continue;
       }
-      if (output.type === 'alert') this.stats.alerts++;
-      else this.stats.windowResults++;
+      if (output.type === 'alert') {
+        this.stats.alerts++;
+        this.alerts.push(output);
+      } else this.stats.windowResults++;
       results.push(output);
     }
     if (results.length > 0) {
@@ -252,6 +261,10 @@ export class PartitionProcessor {
       if (this.lateEvents.length > 0) {
         await this.deps.late.publish(this.lateEvents);
         this.lateEvents = [];
+      }
+      if (this.alerts.length > 0) {
+        await this.deps.alerts.publish(this.alerts);
+        this.alerts = [];
       }
       this.revision = await this.deps.store.save(this.partition, this.state(), this.revision);
       this.lastCheckpointSeq = this.set.streamSeq;
