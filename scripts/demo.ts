@@ -135,6 +135,11 @@ const [latency] = await sql<[number, number, number]>(
 say('');
 say(`== done: ${fmt(fleet.acked)} MQTT readings and ${fmt(app.accepted)} app events acknowledged; ${fmt(lastRows)} rows in QuestDB ==`);
 if (latency) say(`   device timestamp -> row written by the hub: p50 ${latency[0]} ms, p95 ${latency[1]} ms, p99 ${latency[2]} ms`);
+// The rules of hub/rules ran over the same events: windows closed and patterns found during the run.
+const windows = await sql<[string, number]>(`select rule, count_distinct(concat(key, '@', ts)) from window_results where written_at >= ${started * 1000} and not superseded group by rule order by rule`).catch(() => []);
+const alerts = await sql<[string, number]>(`select rule, count() from alerts where written_at >= ${started * 1000} group by rule order by rule`).catch(() => []);
+if (windows.length > 0) say(`   window results: ${windows.map(([rule, n]) => `${rule} ${fmt(Number(n))}`).join(', ')}`);
+if (alerts.length > 0) say(`   alerts: ${alerts.map(([rule, n]) => `${rule} ${fmt(Number(n))}`).join(', ')}`);
 say('');
 say('Query the data (the stack keeps running):');
 say(`   web console:  ${questdb}`);
@@ -142,5 +147,6 @@ say(`   psql:         PGPASSWORD=quest psql -h 127.0.0.1 -p ${ports.questdbPg} -
 say(`   e.g.          select device_id, metric, value, ts from device_telemetry latest on ts partition by device_id, metric;`);
 say(`                 select ts, event_type, count() from app_events sample by 10s;`);
 say(`                 select approx_percentile(datediff('T', ts, hub_ts), 0.95) p95_ms from device_telemetry where ts > dateadd('m', -5, now());`);
+say(`                 select ts, rule, key, severity, message from alerts order by ts desc limit 20;`);
 say('Stop the stack:  npm run stack -- down');
 await shutdown(0);

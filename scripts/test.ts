@@ -14,7 +14,7 @@
  *   PIPELINE_QUESTDB_PG_PORT    18812
  *   PIPELINE_STACK_DIR          absolute path of .runtime/test-stack (attachStack / stackFromEnv in scripts/lib/stack.ts)
  *
- * Files run one at a time (--test-concurrency=1), 5 min timeout per test; the runner's output goes straight to
+ * Files run one at a time (--test-concurrency=1), 10 min timeout per test file; the runner's output goes straight to
  * stdout and this script exits with its exit code. Our own progress lines go to stderr.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
@@ -164,7 +164,7 @@ async function main(): Promise<number> {
       'tsx',
       '--test',
       '--test-concurrency=1',
-      '--test-timeout=300000',
+      '--test-timeout=600000',
       ...files.map((f) => (isUnder(f, REPO_ROOT) ? relative(REPO_ROOT, f) : f)),
     ];
     const t = Date.now();

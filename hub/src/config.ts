@@ -53,6 +53,7 @@ export interface HubConfig {
     maxPendingOutputs: number;
     ackWaitMs: number;
     maxAckPending: number;
+    inactiveThresholdMs: number;
     watermark: { maxOutOfOrdernessMs: number; idleTimeoutMs: number; advanceWhenAllIdle: boolean };
   };
   http: { host: string; port: number };
@@ -344,6 +345,14 @@ export const hubConfigSchema = {
           description: 'ack_wait of the analytics consumers; far above checkpointIntervalMs (a redelivery would only be skipped).',
         },
         maxAckPending: { type: 'integer', minimum: 1, default: 20000, description: 'Messages delivered and not yet covered by a snapshot, per partition.' },
+        inactiveThresholdMs: {
+          type: 'integer',
+          minimum: 60000,
+          default: 3600000,
+          description:
+            'A partition nobody reads for this long loses its consumer (deleted by the server), so an abandoned one cannot hold EVENTS ' +
+            'messages forever; the next owner then resumes at the oldest message still stored.',
+        },
         watermark: watermarkSettingsSchema,
       },
     },

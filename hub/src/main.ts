@@ -288,9 +288,23 @@ async function main(): Promise<number> {
         log,
       );
       const alertStream = new JetStreamAlertSink(jetstream(nc), config.deadLetters.publishTimeoutMs);
-      const started = new AnalyticsService(nc, jetstream(nc), jsm, config.analytics, analyticsSink, deadLetters, alertStream, log);
-      await retrying('analytics', () => started.start(), shutdown.signal, log);
-      analytics = started;
+      const outputs = analyticsSink;
+      analytics = await retrying(
+        'analytics',
+        async () => {
+          // A fresh service per attempt: a half-started one (rule watch running, bucket missing) is stopped first.
+          const attempt = new AnalyticsService(nc, jetstream(nc), jsm, config.analytics, outputs, deadLetters, alertStream, log);
+          try {
+            await attempt.start();
+            return attempt;
+          } catch (error) {
+            await attempt.stop().catch(() => undefined);
+            throw error;
+          }
+        },
+        shutdown.signal,
+        log,
+      );
       log.info({ workerId: config.analytics.workerId, partitions: config.analytics.partitions }, 'analytics running');
     }
     stopStats = startStatsLog(worker, config.logIntervalMs, log);

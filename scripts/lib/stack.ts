@@ -22,6 +22,7 @@ import {
   openSync,
   readdirSync,
   readFileSync,
+  renameSync,
   readSync,
   rmSync,
   statSync,
@@ -234,7 +235,7 @@ function renderConfigs(dir: string, ports: StackPorts): void {
       },
       NATS_TEMPLATE,
     );
-    writeFileSync(p.natsConf(name), conf);
+    writeConfig(p.natsConf(name), conf);
   });
   mkdirSync(join(p.questdbRoot, 'conf'), { recursive: true });
   const qdb = renderTemplate(
@@ -242,7 +243,19 @@ function renderConfigs(dir: string, ports: StackPorts): void {
     { HTTP_PORT: ports.questdbHttp, PG_PORT: ports.questdbPg },
     QUESTDB_TEMPLATE,
   );
-  writeFileSync(join(p.questdbRoot, 'conf', 'server.conf'), qdb);
+  writeConfig(join(p.questdbRoot, 'conf', 'server.conf'), qdb);
+}
+
+/**
+ * Starting one process renders every config; nodes restarted together (Promise.all) would otherwise truncate a
+ * file another node is reading at that moment (it then starts with no config, on the default ports). So: skip an
+ * unchanged file, and replace a changed one atomically (write a temporary file, rename it over).
+ */
+function writeConfig(path: string, content: string): void {
+  if (existsSync(path) && readFileSync(path, 'utf8') === content) return;
+  const temporary = `${path}.${process.pid}.tmp`;
+  writeFileSync(temporary, content);
+  renameSync(temporary, path);
 }
 
 function readState(dir: string): StackState | null {

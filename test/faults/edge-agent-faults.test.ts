@@ -22,7 +22,10 @@ const stack = testStack();
 let hub: ManagedProcess;
 
 before(async () => {
-  hub = await startHub('edge-faults', stack.natsUrls, stack.questdbHttp);
+  // These faults are the edge's: the hub only writes raw rows. With the analytics in the same process, a 250k-event
+  // backlog is written at a few thousand rows/s (both share one thread; see the README's known limits), too slow
+  // for this test's bound. Hub analytics under faults: test/integration/hub-analytics.test.ts.
+  hub = await startHub('edge-faults', stack.natsUrls, stack.questdbHttp, { HUB_ANALYTICS__ENABLED: 'false' });
 });
 after(async () => {
   await hub?.stop();

@@ -43,6 +43,8 @@ let nc: NatsConnection;
 let agent: ManagedProcess;
 let ports: AgentPorts;
 const hubs: Array<{ process: ManagedProcess; port: number }> = [];
+/** Newest event time sent so far: a later test starts after it, or its events would be behind the watermark. */
+let newestSentMs = 0;
 
 async function hub(name: string): Promise<{ process: ManagedProcess; port: number }> {
   const port = await freePort();
@@ -51,6 +53,9 @@ async function hub(name: string): Promise<{ process: ManagedProcess; port: numbe
       HUB_HTTP__PORT: String(port),
       HUB_ANALYTICS__WORKERID: `${name}-${run}`,
       HUB_ANALYTICS__LEASETTLMS: String(LEASE_TTL_MS),
+      // Its own leases and state: hubs of other tests on this stack use the defaults (another lease TTL).
+      HUB_ANALYTICS__LEASESBUCKET: `leases-${run}`,
+      HUB_ANALYTICS__STATEBUCKET: `state-${run}`,
       HUB_ANALYTICS__CHECKPOINTINTERVALMS: '500',
     }),
     port,
@@ -90,13 +95,17 @@ test('two workers share the partitions; after one is killed, window results equa
   );
   assert.deepEqual([...split[0]!, ...split[1]!].sort((p, q) => p - q), [0, 1, 2, 3, 4, 5, 6, 7], 'each partition owned exactly once');
 
-  const base = Math.floor(Date.now() / 10_000) * 10_000 - 3_600_000;
+  // Event time just ahead of now: EVENTS still holds other tests' events (they share the partitions and this
+  // state bucket is new, so the workers replay them first), and anything older than those would be late: a
+  // partition's watermark never goes back.
+  const base = Math.ceil(Date.now() / 10_000) * 10_000 + 10_000;
   const devices = 24;
   const events: WireEvent[] = [];
   const send = async (step: number) => {
     const lines: string[] = [];
     for (let d = 0; d < devices; d++) {
       const timestamp = base + step * 1000 + d; // strictly increasing per device, 1 event per device per second
+      newestSentMs = Math.max(newestSentMs, timestamp);
       const body = { event_id: `${agentId}-${step}-${d}`, device_id: `${agentId}-d${d}`, timestamp, metric, value: (step * 7 + d) % 13 };
       lines.push(JSON.stringify({ type: 'device.telemetry', ...body }));
       events.push({ id: body.event_id, type: 'device.telemetry', sv: 1, key: body.device_id, ts: timestamp * 1000, its: 0, src: 'http', body });
@@ -172,7 +181,7 @@ test('a CEP rule put into KV while running raises one alert per episode, in Ques
   await rules.put(ruleKey(heat.name), encodeRule(heat));
   // No restart: the running worker (B from the test above) picks the rule up from the watch.
   await new Promise((r) => setTimeout(r, 2000));
-  const base = Math.floor(Date.now() / 1000) * 1000 - 1_800_000;
+  const base = Math.max(Math.floor(Date.now() / 1000) * 1000 - 60_000, newestSentMs + 10_000);
   const device = `${agentId}-hot`;
   // 20 s above 80 (one episode), 5 s below, 3 s above (too short), then time moves on so the watermark passes.
   const readings = [...Array.from({ length: 20 }, () => 90), ...Array.from({ length: 5 }, () => 20), ...Array.from({ length: 3 }, () => 95), ...Array.from({ length: 15 }, () => 20)];

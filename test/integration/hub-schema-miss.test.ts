@@ -112,9 +112,9 @@ async function publishBatch(events: WireEvent[], msgID = `${agentId}:${++batchNu
   return msgID;
 }
 
-/** Every hub dead letter in the DLQ stream so far. */
+/** Every hub dead letter of the schema path in the DLQ stream so far (late events of the analytics rules aside). */
 async function hubDeadLetters(): Promise<HubDeadLetterRecord[]> {
-  const consumer = await js.consumers.get(DLQ_STREAM, { filter_subjects: ['dlq.hub.>'] });
+  const consumer = await js.consumers.get(DLQ_STREAM, { filter_subjects: ['dlq.hub.unknown_schema', 'dlq.hub.schema_incompatible', 'dlq.hub.invalid_event'] });
   const pending = (await consumer.info()).num_pending;
   const records: HubDeadLetterRecord[] = [];
   if (pending === 0) return records;

@@ -89,6 +89,8 @@ export class AnalyticsService {
         maxPendingOutputs: this.config.maxPendingOutputs,
         ackWaitMs: this.config.ackWaitMs,
         maxAckPending: this.config.maxAckPending,
+        inactiveThresholdMs: this.config.inactiveThresholdMs,
+        consumerPrefix: this.config.stateBucket,
         watermark: this.config.watermark,
       },
       { js: this.js, jsm: this.jsm, store: this.store, sink: this.sink, late: this.late, alerts: this.alerts, workerId: this.config.workerId, log: this.log, now: Date.now },

@@ -4,7 +4,7 @@
  * Taking over (start):
  *   1. Load the partition's snapshot (operator states + the stream sequence S they cover) and save it back at once
  *      with generation g+1: a compare-and-swap that fails if another worker got there first (the fence).
- *   2. Create the durable consumer `hub-analytics-p<N>-g<g+1>` on `events.*.<N>` starting at S+1 (AckAll), then
+ *   2. Create the durable consumer `<stateBucket>-p<N>-g<g+1>` on `events.*.<N>` starting at S+1 (AckAll), then
  *      delete the older generations. JetStream keeps every message after S meanwhile: EVENTS has interest
  *      retention and the old generation's consumer never acked past S. A new consumer starts delivering at once,
  *      so a takeover does not wait for an ack timeout.
@@ -51,6 +51,13 @@ export interface PartitionProcessorSettings {
   ackWaitMs: number;
   /** Messages a consumer may have delivered and not acked (its ack covers them all at the next checkpoint). */
   maxAckPending: number;
+  /**
+   * A consumer nobody reads for this long is deleted by the server, so an abandoned one (analytics turned off,
+   * partitions renumbered) cannot hold EVENTS messages forever under interest retention.
+   */
+  inactiveThresholdMs: number;
+  /** Consumer names start with it (one per analytics deployment, from its state bucket). */
+  consumerPrefix: string;
   watermark: WatermarkSettings;
 }
 
@@ -80,7 +87,11 @@ export interface PartitionStats {
   lastCheckpointAt: number | undefined;
 }
 
-export const analyticsConsumerName = (partition: number, generation: number) => `hub-analytics-p${partition}-g${generation}`;
+/** Longest stretch of synchronous operator work (all partitions together) before the event loop runs I/O. */
+const YIELD_EVERY_MS = 10;
+const sharedSlice = { start: performance.now() };
+
+export const analyticsConsumerName = (prefix: string, partition: number, generation: number) => `${prefix}-p${partition}-g${generation}`;
 
 export class PartitionProcessor {
   private set!: OperatorSet;
@@ -136,7 +147,7 @@ export class PartitionProcessor {
     this.revision = await store.save(this.partition, this.state(), loaded.revision);
     this.lastCheckpointSeq = this.set.streamSeq;
 
-    const name = analyticsConsumerName(this.partition, this.generation);
+    const name = analyticsConsumerName(this.settings.consumerPrefix, this.partition, this.generation);
     await jsm.consumers.delete(EVENTS_STREAM, name).catch(() => undefined); // a leftover of a crashed takeover
     await jsm.consumers.add(EVENTS_STREAM, {
       durable_name: name,
@@ -146,12 +157,14 @@ export class PartitionProcessor {
       ack_wait: nanos(this.settings.ackWaitMs),
       max_ack_pending: this.settings.maxAckPending,
       max_deliver: -1,
+      inactive_threshold: nanos(this.settings.inactiveThresholdMs),
       replay_policy: ReplayPolicy.Instant,
       ...(this.set.streamSeq > 0 ? { deliver_policy: DeliverPolicy.StartSequence, opt_start_seq: this.set.streamSeq + 1 } : { deliver_policy: DeliverPolicy.All }),
     });
     await this.deleteOlderGenerations();
     const consumer: Consumer = await js.consumers.get(EVENTS_STREAM, name);
-    this.messages = await consumer.consume({ max_messages: 256 });
+    // Few batches buffered per partition: eight partitions' deliveries share the connection with the raw path.
+    this.messages = await consumer.consume({ max_messages: 32 });
     log.info({ partition: this.partition, generation: this.generation, fromSeq: this.set.streamSeq + 1, rules: this.set.rules() }, 'partition taken');
     this.loop = this.run().catch((error: unknown) => log.error({ err: error, partition: this.partition }, 'partition loop failed'));
     this.timer = setInterval(() => void this.tick(), Math.min(1000, this.settings.checkpointIntervalMs));
@@ -189,6 +202,13 @@ export class PartitionProcessor {
   private async run(): Promise<void> {
     for await (const message of this.messages!) {
       if (this.stopping) break;
+      // Buffered messages arrive through microtasks only: without a macrotask turn now and then, the raw path,
+      // sockets and timers would wait for the analytics to drain a whole backlog. The slice is shared by all the
+      // partitions of this process: eight loops with a slice each would leave the raw path one turn in nine.
+      if (performance.now() - sharedSlice.start >= YIELD_EVERY_MS) {
+        await new Promise((resolve) => setImmediate(resolve));
+        sharedSlice.start = performance.now();
+      }
       if (this.checkpointing) await this.checkpointing.catch(() => undefined);
       let batch: EventBatch;
       try {
@@ -292,10 +312,10 @@ export class PartitionProcessor {
   }
 
   private async deleteOlderGenerations(): Promise<void> {
-    const prefix = `hub-analytics-p${this.partition}-g`;
+    const prefix = `${this.settings.consumerPrefix}-p${this.partition}-g`;
     for await (const info of this.deps.jsm.consumers.list(EVENTS_STREAM)) {
       const name = info.name;
-      if (!name.startsWith(prefix) || name === analyticsConsumerName(this.partition, this.generation)) continue;
+      if (!name.startsWith(prefix) || name === analyticsConsumerName(this.settings.consumerPrefix, this.partition, this.generation)) continue;
       await this.deps.jsm.consumers.delete(EVENTS_STREAM, name).catch((error: unknown) => {
         this.deps.log.warn({ consumer: name, err: errorMessage(error) }, 'could not delete an older analytics consumer');
       });

@@ -1,0 +1,215 @@
+/**
+ * Hub throughput and latency, from JetStream to QuestDB, with the ready rules of hub/rules active (3 window rules,
+ * 4 CEP rules) besides the raw event rows.
+ *
+ *   (1) backlog: N events already in EVENTS (as edge agents publish them: msgpack batches of 500, 8 partitions);
+ *       the hub starts and drains them: events/s until every raw row is in QuestDB and every partition's analytics
+ *       snapshot covers the last message.
+ *   (2) live: events published at a fixed rate with the current time as event time; device timestamp -> row written
+ *       by the hub (QuestDB `hub_ts - ts`), p50/p95/p99.
+ *
+ *   npx tsx benchmarks/hub-throughput.ts [--events 400000] [--rate 20000] [--seconds 20] [--hubs 1]
+ */
+import { execFileSync } from 'node:child_process';
+import { parseArgs } from 'node:util';
+import { jetstream, jetstreamManager } from '@nats-io/jetstream';
+import { connect } from '@nats-io/transport-node';
+import { encodeBatch, eventSubject, partitionOf, type WireEvent } from '../shared/wire.js';
+import { freePort, startProcess, type ManagedProcess } from '../scripts/lib/processes.js';
+import { ensureRuntime, REPO_ROOT, RUNTIME_DIR } from '../scripts/lib/runtime.js';
+import { DEFAULT_PORTS, DEFAULT_STACK_DIR, stackStatus, startStack } from '../scripts/lib/stack.js';
+import { machineDescription, sampleProcess, table, writeResults } from './lib/measure.js';
+import { join } from 'node:path';
+
+const { values } = parseArgs({
+  options: {
+    events: { type: 'string', default: '400000' },
+    rate: { type: 'string', default: '20000' },
+    seconds: { type: 'string', default: '20' },
+    hubs: { type: 'string', default: '1' },
+  },
+});
+const totalEvents = Number(values.events);
+const liveRate = Number(values.rate);
+const liveSeconds = Number(values.seconds);
+const hubCount = Number(values.hubs);
+const PARTITIONS = 8;
+const PER_BATCH = 500;
+const DEVICES = 2000;
+const USERS = 5000;
+const run = Date.now().toString(36);
+const agentId = `bench-hub-${run}`;
+const say = (line: string) => process.stderr.write(`${line}\n`);
+const logDir = join(RUNTIME_DIR, 'bench', 'logs');
+
+say('compiling the hub (npm run build)...');
+execFileSync('npm', ['run', '--silent', 'build'], { cwd: REPO_ROOT, stdio: 'inherit' });
+const wasRunning = (await stackStatus(DEFAULT_STACK_DIR).catch(() => undefined))?.healthy === true;
+const stack = await startStack({ dir: DEFAULT_STACK_DIR, ports: DEFAULT_PORTS, detached: true, runtime: await ensureRuntime(say), log: say });
+const nc = await connect({ servers: stack.natsUrls });
+const js = jetstream(nc);
+const jsm = await jetstreamManager(nc);
+const sql = async <T>(query: string): Promise<T[]> => {
+  const response = await fetch(`${stack.questdbHttpUrl}/exec?query=${encodeURIComponent(query)}`);
+  const body = (await response.json()) as { dataset?: T[]; error?: string };
+  if (body.error) throw new Error(`${body.error}: ${query}`);
+  return body.dataset ?? [];
+};
+
+let sequence = 0;
+/** 80% telemetry (some devices overheat), 20% app events (views, completes, logins). */
+function makeEvent(nowMs: number): WireEvent {
+  const n = sequence++;
+  if (n % 5 !== 4) {
+    const device = `${agentId}-d${n % DEVICES}`;
+    const body = { event_id: `${agentId}-${n}`, device_id: device, timestamp: nowMs, metric: 'temperature', value: 20 + ((n * 7) % 70) };
+    return { id: body.event_id, type: 'device.telemetry', sv: 1, key: device, ts: nowMs * 1000, its: nowMs * 1000, src: 'bench', body };
+  }
+  const user = `${agentId}-u${n % USERS}`;
+  const kinds = ['video_play', 'video_complete', 'failed_login', 'login_success', 'page_view'];
+  const body = { event_id: `${agentId}-${n}`, event_type: kinds[n % kinds.length]!, user_id: user, timestamp: nowMs, context: { device_type: 'tv' } };
+  return { id: body.event_id, type: 'app.event', sv: 1, key: user, ts: nowMs * 1000, its: nowMs * 1000, src: 'bench', body };
+}
+
+let batchSeq = 0;
+/** Publishes events the way an agent does: one msgpack batch per partition, 64 publishes in flight. */
+async function publish(events: WireEvent[]): Promise<void> {
+  const byPartition = new Map<number, WireEvent[]>();
+  for (const event of events) {
+    const p = partitionOf(event.key, PARTITIONS);
+    let list = byPartition.get(p);
+    if (!list) byPartition.set(p, (list = []));
+    list.push(event);
+  }
+  const pending: Promise<unknown>[] = [];
+  for (const [partition, list] of byPartition) {
+    for (let i = 0; i < list.length; i += PER_BATCH) {
+      const first = ++batchSeq;
+      const slice = list.slice(i, i + PER_BATCH);
+      const data = encodeBatch({ v: 1, agent: agentId, partition, first, last: first, events: slice });
+      pending.push(js.publish(eventSubject(agentId, partition), data, { msgID: `${agentId}:${first}:${partition}` }));
+      if (pending.length >= 64) await Promise.all(pending.splice(0));
+    }
+  }
+  await Promise.all(pending);
+}
+
+const rawRows = async () => {
+  const [telemetry] = await sql<[number]>(`select count() from device_telemetry where agent_id = '${agentId}'`);
+  const [app] = await sql<[number]>(`select count() from app_events where agent_id = '${agentId}'`);
+  return Number(telemetry?.[0] ?? 0) + Number(app?.[0] ?? 0);
+};
+
+// Start one hub first so streams, tables and the rule bucket exist, then stop it so the backlog builds up.
+const hubPorts: number[] = [];
+const startHubs = async (count: number): Promise<ManagedProcess[]> => {
+  const started: ManagedProcess[] = [];
+  for (let i = 0; i < count; i++) {
+    const port = await freePort();
+    hubPorts.push(port);
+    started.push(
+      await startProcess({
+        name: `bench-hub-${i}`,
+        script: 'dist/hub/src/main.js',
+        logDir,
+        healthUrl: `http://127.0.0.1:${port}/healthz`,
+        timeoutMs: 60000,
+        env: { LOG_LEVEL: 'warn', HUB_HTTP__PORT: String(port), HUB_ANALYTICS__WORKERID: `bench-${run}-${i}`, HUB_NATS__NAME: `bench-hub-${i}` },
+      }),
+    );
+  }
+  return started;
+};
+await Promise.all((await startHubs(1)).map((h) => h.stop()));
+hubPorts.length = 0;
+
+// (1) backlog
+say(`publishing ${totalEvents.toLocaleString('en-US')} events into EVENTS (batches of ${PER_BATCH}, ${PARTITIONS} partitions)...`);
+const backlogStart = Date.now() - 3_600_000;
+for (let done = 0; done < totalEvents; done += 50_000) {
+  const count = Math.min(50_000, totalEvents - done);
+  // Event time spreads over the last hour, 1 ms apart per event, so windows close as the backlog drains.
+  await publish(Array.from({ length: count }, (_, i) => makeEvent(backlogStart + Math.floor(((done + i) / totalEvents) * 3_500_000))));
+}
+const lastSeq = (await jsm.streams.info('EVENTS')).state.last_seq;
+say(`starting ${hubCount} hub process(es) to drain it...`);
+const hubs = await startHubs(hubCount);
+const drainStart = Date.now();
+const cpuBefore = hubs.map((h) => sampleProcess(h.child.pid!).cpuSeconds);
+let rawDoneAt = 0;
+let analyticsDoneAt = 0;
+let peakRss = 0;
+for (;;) {
+  peakRss = Math.max(peakRss, ...hubs.map((h) => sampleProcess(h.child.pid!).rssBytes));
+  if (!rawDoneAt && (await rawRows()) >= totalEvents) rawDoneAt = Date.now();
+  if (!analyticsDoneAt) {
+    const covered = await Promise.all(
+      hubPorts.map(async (port) => {
+        const health = (await (await fetch(`http://127.0.0.1:${port}/healthz`)).json()) as { analytics?: { partitions: Array<{ streamSeq: number }> } };
+        return health.analytics?.partitions ?? [];
+      }),
+    );
+    const partitions = covered.flat();
+    // A partition is done when its snapshot covers the last message of this run that went to it; the slowest
+    // partition's snapshot reaches at least lastSeq minus the other partitions' tail, so compare to lastSeq - 100.
+    if (partitions.length === PARTITIONS && Math.min(...partitions.map((p) => p.streamSeq)) >= lastSeq - 100) analyticsDoneAt = Date.now();
+  }
+  if ((rawDoneAt && analyticsDoneAt) || Date.now() - drainStart > 600_000) break;
+  await new Promise((r) => setTimeout(r, 200));
+}
+const drainSeconds = ((rawDoneAt || Date.now()) - drainStart) / 1000;
+const analyticsSeconds = ((analyticsDoneAt || Date.now()) - drainStart) / 1000;
+const hubCpu = hubs.reduce((sum, h, i) => sum + sampleProcess(h.child.pid!).cpuSeconds - cpuBefore[i]!, 0);
+const windowRows = Number((await sql<[number]>(`select count() from window_results where key like '${agentId}%'`))[0]?.[0] ?? 0);
+
+// (2) live
+say(`live: ${liveRate.toLocaleString('en-US')} events/s for ${liveSeconds} s...`);
+const liveFrom = Date.now();
+let liveSent = 0;
+while (Date.now() - liveFrom < liveSeconds * 1000) {
+  const tickStart = Date.now();
+  const count = Math.round(liveRate / 10);
+  await publish(Array.from({ length: count }, () => makeEvent(Date.now())));
+  liveSent += count;
+  await new Promise((r) => setTimeout(r, Math.max(0, 100 - (Date.now() - tickStart))));
+}
+await new Promise((r) => setTimeout(r, 5000));
+const [latency] = await sql<[number, number, number, number]>(
+  `select approx_percentile(datediff('T', ts, hub_ts), 0.5), approx_percentile(datediff('T', ts, hub_ts), 0.95), approx_percentile(datediff('T', ts, hub_ts), 0.99), count() ` +
+    `from device_telemetry where agent_id = '${agentId}' and ts >= ${liveFrom * 1000}`,
+);
+const liveRss = Math.max(...hubs.map((h) => sampleProcess(h.child.pid!).rssBytes));
+for (const hub of hubs) await hub.stop();
+await jsm.streams.purge('EVENTS', { filter: `events.${agentId}.>` }).catch(() => undefined);
+await nc.close();
+if (!wasRunning) await stack.stop();
+
+const result = {
+  date: new Date().toISOString(),
+  setup: `${hubCount} hub process(es) (compiled), raw rows + ${'3 window and 4 CEP rules (hub/rules)'} over ${PARTITIONS} partitions; 3-node JetStream R3 and QuestDB on the same machine; ${machineDescription()}`,
+  backlogEvents: totalEvents,
+  rawEventsPerSecond: Math.round(totalEvents / drainSeconds),
+  analyticsEventsPerSecond: Math.round(totalEvents / analyticsSeconds),
+  windowResultRows: windowRows,
+  hubCpuPercent: Math.round((hubCpu / drainSeconds) * 100),
+  hubPeakRssMB: Math.round(peakRss / 2 ** 20),
+  liveRate,
+  liveEventsSent: liveSent,
+  liveTelemetryRows: Number(latency?.[3] ?? 0),
+  liveLatencyMs: { p50: Number(latency?.[0] ?? NaN), p95: Number(latency?.[1] ?? NaN), p99: Number(latency?.[2] ?? NaN) },
+  liveRssMB: Math.round(liveRss / 2 ** 20),
+};
+const file = writeResults('hub-throughput', result);
+process.stdout.write(`\nHub: JetStream -> QuestDB with rules. Setup: ${result.setup}\n\n`);
+process.stdout.write(
+  table([
+    {
+      'backlog events': totalEvents.toLocaleString('en-US'),
+      'raw rows/s': result.rawEventsPerSecond.toLocaleString('en-US'),
+      'analytics events/s': result.analyticsEventsPerSecond.toLocaleString('en-US'),
+      'hub CPU %': result.hubCpuPercent,
+      'hub peak RSS MB': result.hubPeakRssMB,
+      [`live ${liveRate / 1000}k ev/s: device ts -> row p50/p95/p99 ms`]: `${result.liveLatencyMs.p50} / ${result.liveLatencyMs.p95} / ${result.liveLatencyMs.p99}`,
+    },
+  ]) + `\n\nwritten to ${file}\n`,
+);
