@@ -23,7 +23,7 @@ let hub: ManagedProcess;
 
 before(async () => {
   // These faults are the edge's: the hub only writes raw rows. With the analytics in the same process, a 250k-event
-  // backlog is written at a few thousand rows/s (both share one thread; see the README's known limits), too slow
+  // backlog is written at a few thousand rows/s (both share one thread; see the README's Performance section), too slow
   // for this test's bound. Hub analytics under faults: test/integration/hub-analytics.test.ts.
   hub = await startHub('edge-faults', stack.natsUrls, stack.questdbHttp, { HUB_ANALYTICS__ENABLED: 'false' });
 });
