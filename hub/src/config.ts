@@ -1,15 +1,9 @@
 /** The hub's configuration: one JSON Schema (defaults and descriptions on every field), loaded once at start. */
 import { hostname } from 'node:os';
 import { ConfigError, configPathFromArgv, loadConfig } from '../../shared/config.js';
-import { existsSync } from 'node:fs';
-import { fileURLToPath } from 'node:url';
 import { DEFAULT_SCHEMA_DIR } from '../../shared/schema-catalog.js';
 import { watermarkSettingsSchema } from './operators/watermark.js';
-
-// hub/rules from the sources (hub/src/config.ts) or from compiled JS (dist/hub/src/config.js).
-const DEFAULT_RULES_DIR =
-  [new URL('../rules', import.meta.url), new URL('../../../hub/rules', import.meta.url)].map((url) => fileURLToPath(url)).find((dir) => existsSync(dir)) ??
-  fileURLToPath(new URL('../rules', import.meta.url));
+import { DEFAULT_RULES_DIR } from './rules/kv-rule-store.js';
 
 export type StreamRetention = 'interest' | 'limits';
 

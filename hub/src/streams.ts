@@ -38,33 +38,36 @@ export function streamSpecs(config: HubConfig['streams']): StreamSpec[] {
       max_age: nanos(config.maxAgeMs),
       duplicate_window: nanos(config.duplicateWindowMs),
     },
-    {
-      name: DLQ_STREAM,
-      subjects: [DLQ_SUBJECTS],
-      description:
-        'Dead letters, one msgpack record each: events edge agents refused (dlq.<agent>, Nats-Msg-Id <agent>:dlq:<id>) and ' +
+    recordStream(
+      config,
+      DLQ_STREAM,
+      DLQ_SUBJECTS,
+      'Dead letters, one msgpack record each: events edge agents refused (dlq.<agent>, Nats-Msg-Id <agent>:dlq:<id>) and ' +
         'events the hub could not write (dlq.hub.<reason>, Nats-Msg-Id hub.dlq:<event id>@<ts>)',
-      storage: StorageType.File,
-      retention: RetentionPolicy.Limits,
-      discard: DiscardPolicy.Old,
-      num_replicas: config.replicas,
-      max_bytes: config.dlqMaxBytes,
-      max_age: nanos(config.dlqMaxAgeMs),
-      duplicate_window: nanos(config.duplicateWindowMs),
-    },
-    {
-      name: ALERTS_STREAM,
-      subjects: [ALERTS_SUBJECTS],
-      description: 'Alerts of the CEP rules, JSON, on alerts.<rule> (Nats-Msg-Id <rule>:<key>:<ts>: a replayed alert is dropped as a duplicate)',
-      storage: StorageType.File,
-      retention: RetentionPolicy.Limits,
-      discard: DiscardPolicy.Old,
-      num_replicas: config.replicas,
-      max_bytes: config.dlqMaxBytes,
-      max_age: nanos(config.dlqMaxAgeMs),
-      duplicate_window: nanos(config.duplicateWindowMs),
-    },
+    ),
+    recordStream(
+      config,
+      ALERTS_STREAM,
+      ALERTS_SUBJECTS,
+      'Alerts of the CEP rules, JSON, on alerts.<rule> (Nats-Msg-Id <rule>:<key>:<ts>: a replayed alert is dropped as a duplicate)',
+    ),
   ];
+}
+
+/** A stream of records kept for people to read (dead letters, alerts): bounded by size and age, oldest go first. */
+function recordStream(config: HubConfig['streams'], name: string, subject: string, description: string): StreamSpec {
+  return {
+    name,
+    subjects: [subject],
+    description,
+    storage: StorageType.File,
+    retention: RetentionPolicy.Limits,
+    discard: DiscardPolicy.Old,
+    num_replicas: config.replicas,
+    max_bytes: config.dlqMaxBytes,
+    max_age: nanos(config.dlqMaxAgeMs),
+    duplicate_window: nanos(config.duplicateWindowMs),
+  };
 }
 
 /** Fields of `spec` whose value differs in `current`. */

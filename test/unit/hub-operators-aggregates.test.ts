@@ -8,18 +8,8 @@ import { aggregateFunctions, type AggregateFn } from '../../hub/src/operators/ag
 import { DDSketch, DDSKETCH_RELATIVE_ACCURACY } from '../../hub/src/operators/ddsketch.js';
 import { HyperLogLog, hllStandardError } from '../../hub/src/operators/hyperloglog.js';
 import type { Json } from '../../hub/src/operators/operator.js';
+import { seededRandom } from '../../simulators/lib/random.js';
 
-/** mulberry32: a seeded PRNG, so the generated distributions are the same on every run. */
-function seededRandom(seed: number): () => number {
-  let state = seed >>> 0;
-  return () => {
-    state = (state + 0x6d2b79f5) >>> 0;
-    let t = state;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 /** [value, event time ms] pairs; non-numbers test that numeric functions skip what does not fit. */
 const inputs: Array<[unknown, number]> = [

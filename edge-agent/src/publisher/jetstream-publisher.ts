@@ -112,8 +112,7 @@ export class JetStreamPublisher implements Publisher<JetStreamClient> {
       const range = rangeOf(rows);
       this.outbox.claim(range);
       this.cursor = range.last;
-      // The claim and the rows under it must be on disk before any message id derived from them leaves.
-      const sending = this.outbox.durable().then(() => this.publishOnce({ range, rows })).then((ok) => {
+      const sending = this.publishOnce({ range, rows }).then((ok) => {
         if (!ok) this.failed.push({ range, rows });
       });
       const tracked = sending.finally(() => {
@@ -150,6 +149,9 @@ export class JetStreamPublisher implements Publisher<JetStreamClient> {
   private async publishOnce({ range, rows }: PendingRange): Promise<boolean> {
     const started = Date.now();
     try {
+      // The claim and the rows under it must be on disk before any message id derived from them leaves; a failed
+      // sync is retried like a failed publish.
+      await this.outbox.durable();
       await this.publishRange(range, rows);
     } catch (error) {
       this.stats.publishErrors++;

@@ -88,13 +88,16 @@ export class OperatorSet {
   apply(batch: EventBatch, seq: number, nowMs: number): OperatorOutput[] | undefined {
     if (seq <= this.streamSeq) return undefined;
     const outputs: OperatorOutput[] = [];
+    let newestTs = -Infinity;
     for (const event of batch.events) {
       for (const { operator } of this.running.values()) {
         const produced = operator.onEvent(event);
         if (produced.length > 0) outputs.push(...produced);
       }
-      this.watermark.observe(batch.agent, Math.floor(event.ts / 1000), nowMs);
+      if (event.ts > newestTs) newestTs = event.ts;
     }
+    // The watermark only keeps each agent's newest event time: one observation per batch is the same.
+    if (newestTs !== -Infinity) this.watermark.observe(batch.agent, Math.floor(newestTs / 1000), nowMs);
     this.streamSeq = seq;
     outputs.push(...this.advance(nowMs));
     return outputs;

@@ -257,7 +257,7 @@ export class PartitionProcessor {
     const outputs = this.set.advance(this.deps.now());
     if (outputs.length > 0) this.route(outputs, { agent: 'hub', partition: this.partition }, this.set.streamSeq);
     const due = this.deps.now() - (this.stats.lastCheckpointAt ?? 0) >= this.settings.checkpointIntervalMs;
-    if (due && (this.set.streamSeq > this.lastCheckpointSeq || this.pendingOutputs > 0 || this.lateEvents.length > 0)) void (await this.checkpointSafely());
+    if (due && (this.set.streamSeq > this.lastCheckpointSeq || this.pendingOutputs > 0 || this.lateEvents.length > 0)) await this.checkpointSafely();
   }
 
   private async checkpointSafely(): Promise<boolean> {

@@ -28,9 +28,9 @@ import type { Logger } from '../../../shared/logger.js';
 import { HubError, HubErrorCode, errorMessage } from '../errors.js';
 import type { Alert, Json, WindowResult } from '../operators/operator.js';
 import { QuestDbRest } from './questdb-rest.js';
-import type { Field, IlpRowWriter, Row } from './questdb-rows.js';
+import { writeRow, type Field, type IlpRowWriter, type Row } from './questdb-rows.js';
 import { senderConfig, type IlpSender, type QuestDbSinkOptions } from './questdb-sink.js';
-import { quoteIdentifier, type TableColumn } from './questdb-tables.js';
+import { quoteIdentifier, showColumns, type ExistingColumn, type TableColumn } from './questdb-tables.js';
 
 /** Table names; tests use their own. */
 export interface AnalyticsTables {
@@ -97,12 +97,7 @@ export function createAnalyticsTableSql(spec: AnalyticsTableSpec): string {
 }
 
 /** A column as `SHOW COLUMNS` reports it. */
-export interface ShownColumn {
-  name: string;
-  type: string;
-  designated: boolean;
-  upsertKey: boolean;
-}
+export type ShownColumn = ExistingColumn;
 
 export interface AnalyticsTablePlan {
   /** ALTER statements that make an existing table fit (missing columns, dedup keys). */
@@ -145,22 +140,6 @@ export async function ensureAnalyticsTables(rest: QuestDbRest, tables: Analytics
   }
 }
 
-async function showColumns(rest: QuestDbRest, table: string): Promise<ShownColumn[]> {
-  const result = await rest.exec(`SHOW COLUMNS FROM ${quoteIdentifier(table)}`);
-  const names = (result.columns ?? []).map((c) => c.name);
-  const at = (name: string): number => {
-    const index = names.indexOf(name);
-    if (index < 0) throw new HubError(HubErrorCode.TABLE_SETUP, `SHOW COLUMNS FROM ${table} has no "${name}" column`);
-    return index;
-  };
-  const [iName, iType, iDesignated, iUpsert] = [at('column'), at('type'), at('designated'), at('upsertKey')];
-  return (result.dataset ?? []).map((row) => ({
-    name: String(row[iName]),
-    type: String(row[iType]),
-    designated: row[iDesignated] === true,
-    upsertKey: row[iUpsert] === true,
-  }));
-}
 
 /** A row plus its identity in its table: the DEDUP UPSERT KEYS values, as one string. */
 export interface AnalyticsRow extends Row {
@@ -281,31 +260,9 @@ function identity(...parts: Array<string | number>): string {
   return parts.join('\u0000');
 }
 
-/** Writes one row, then `written_at`, then the designated timestamp. Returns what `at()` returned. */
+/** Writes one row, then `written_at`, then the designated timestamp (the event path's writer). */
 export function writeAnalyticsRow(writer: IlpRowWriter, row: Row, writtenAtMicros: number): unknown {
-  writer.table(row.table);
-  for (const symbol of row.symbols) writer.symbol(symbol.name, symbol.value);
-  for (const field of row.fields) {
-    switch (field.kind) {
-      case 'string':
-        writer.stringColumn(field.name, field.value);
-        break;
-      case 'double':
-        writer.floatColumn(field.name, field.value);
-        break;
-      case 'long':
-        writer.intColumn(field.name, field.value);
-        break;
-      case 'boolean':
-        writer.booleanColumn(field.name, field.value);
-        break;
-      case 'timestamp':
-        writer.timestampColumn(field.name, field.value, 'us');
-        break;
-    }
-  }
-  writer.timestampColumn(WRITTEN_AT, writtenAtMicros, 'us');
-  return writer.at(row.ts, 'us');
+  return writeRow(writer, row, writtenAtMicros, WRITTEN_AT);
 }
 
 export interface QuestDbAnalyticsSinkOptions extends Pick<QuestDbSinkOptions, 'httpUrl' | 'username' | 'password' | 'requestTimeoutMs' | 'retryTimeoutMs'> {

@@ -245,8 +245,11 @@ export interface IlpRowWriter {
   at(timestamp: number, unit: 'us'): unknown;
 }
 
-/** Writes one row: table, symbols, fields, `hub_ts`, then the designated timestamp. Returns what `at()` returned. */
-export function writeRow(writer: IlpRowWriter, row: Row, hubTsMicros: number): unknown {
+/**
+ * Writes one row: table, symbols, fields, the write-time column (`hub_ts` for events, `written_at` for analytics
+ * outputs), then the designated timestamp. Returns what `at()` returned.
+ */
+export function writeRow(writer: IlpRowWriter, row: Row, hubTsMicros: number, writeTimeColumn = 'hub_ts'): unknown {
   writer.table(row.table);
   for (const symbol of row.symbols) writer.symbol(symbol.name, symbol.value);
   for (const field of row.fields) {
@@ -268,6 +271,6 @@ export function writeRow(writer: IlpRowWriter, row: Row, hubTsMicros: number): u
         break;
     }
   }
-  writer.timestampColumn('hub_ts', hubTsMicros, 'us');
+  writer.timestampColumn(writeTimeColumn, hubTsMicros, 'us');
   return writer.at(row.ts, 'us');
 }
