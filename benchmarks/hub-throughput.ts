@@ -8,7 +8,10 @@
  *   (2) live: events published at a fixed rate with the current time as event time; device timestamp -> row written
  *       by the hub (QuestDB `hub_ts - ts`), p50/p95/p99.
  *
- *   npx tsx benchmarks/hub-throughput.ts [--events 400000] [--rate 20000] [--seconds 20] [--hubs 1]
+ * --split runs the raw path and the analytics in two processes (consumer.enabled=false in the second), so each
+ * gets a core; otherwise `--hubs` processes each do both.
+ *
+ *   npx tsx benchmarks/hub-throughput.ts [--events 400000] [--rate 20000] [--seconds 20] [--hubs 1] [--split]
  */
 import { execFileSync } from 'node:child_process';
 import { parseArgs } from 'node:util';
@@ -27,12 +30,14 @@ const { values } = parseArgs({
     rate: { type: 'string', default: '20000' },
     seconds: { type: 'string', default: '20' },
     hubs: { type: 'string', default: '1' },
+    split: { type: 'boolean', default: false },
   },
 });
 const totalEvents = Number(values.events);
 const liveRate = Number(values.rate);
 const liveSeconds = Number(values.seconds);
-const hubCount = Number(values.hubs);
+const split = values.split;
+const hubCount = split ? 2 : Number(values.hubs);
 const PARTITIONS = 8;
 const PER_BATCH = 500;
 const DEVICES = 2000;
@@ -41,6 +46,8 @@ const run = Date.now().toString(36);
 const agentId = `bench-hub-${run}`;
 const say = (line: string) => process.stderr.write(`${line}\n`);
 const logDir = join(RUNTIME_DIR, 'bench', 'logs');
+const stateBucket = `bench-state-${run}`;
+const leasesBucket = `bench-leases-${run}`;
 
 say('compiling the hub (npm run build)...');
 execFileSync('npm', ['run', '--silent', 'build'], { cwd: REPO_ROOT, stdio: 'inherit' });
@@ -55,6 +62,12 @@ const sql = async <T>(query: string): Promise<T[]> => {
   if (body.error) throw new Error(`${body.error}: ${query}`);
   return body.dataset ?? [];
 };
+
+// Events an earlier, interrupted run left behind would reach the fresh analytics state first and move its watermark
+// past this run's backlog (which would then be late data): purge every bench agent's subjects first.
+for (const subject of Object.keys((await jsm.streams.info('EVENTS', { subjects_filter: 'events.>' })).state.subjects ?? {})) {
+  if (subject.split('.')[1]?.startsWith('bench-hub-')) await jsm.streams.purge('EVENTS', { filter: subject });
+}
 
 let sequence = 0;
 /** 80% telemetry (some devices overheat), 20% app events (views, completes, logins). */
@@ -102,25 +115,39 @@ const rawRows = async () => {
 
 // Start one hub first so streams, tables and the rule bucket exist, then stop it so the backlog builds up.
 const hubPorts: number[] = [];
-const startHubs = async (count: number): Promise<ManagedProcess[]> => {
+type Role = 'both' | 'raw' | 'analytics';
+const startHubs = async (roles: Role[]): Promise<ManagedProcess[]> => {
   const started: ManagedProcess[] = [];
-  for (let i = 0; i < count; i++) {
+  for (const [i, role] of roles.entries()) {
     const port = await freePort();
-    hubPorts.push(port);
+    if (role !== 'raw') hubPorts.push(port);
     started.push(
       await startProcess({
         name: `bench-hub-${i}`,
         script: 'dist/hub/src/main.js',
+        // e.g. BENCH_HUB_NODE_ARGS='--cpu-prof --cpu-prof-dir=/tmp/prof' to profile the hub under load.
+        nodeArgs: process.env.BENCH_HUB_NODE_ARGS?.split(' ').filter(Boolean) ?? [],
         logDir,
         healthUrl: `http://127.0.0.1:${port}/healthz`,
         timeoutMs: 60000,
-        env: { LOG_LEVEL: 'warn', HUB_HTTP__PORT: String(port), HUB_ANALYTICS__WORKERID: `bench-${run}-${i}`, HUB_NATS__NAME: `bench-hub-${i}` },
+        env: {
+          LOG_LEVEL: 'warn',
+          HUB_HTTP__PORT: String(port),
+          HUB_ANALYTICS__WORKERID: `bench-${run}-${i}`,
+          // A fresh analytics state per run: the shared one's watermark is at the end of the previous run, which
+          // would make this run's hour-old backlog late data (correctly, but that is not what we measure).
+          HUB_ANALYTICS__STATEBUCKET: stateBucket,
+          HUB_ANALYTICS__LEASESBUCKET: leasesBucket,
+          HUB_NATS__NAME: `bench-hub-${i}`,
+          HUB_CONSUMER__ENABLED: String(role !== 'analytics'),
+          HUB_ANALYTICS__ENABLED: String(role !== 'raw'),
+        },
       }),
     );
   }
   return started;
 };
-await Promise.all((await startHubs(1)).map((h) => h.stop()));
+await Promise.all((await startHubs(['both'])).map((h) => h.stop()));
 hubPorts.length = 0;
 
 // (1) backlog
@@ -133,7 +160,7 @@ for (let done = 0; done < totalEvents; done += 50_000) {
 }
 const lastSeq = (await jsm.streams.info('EVENTS')).state.last_seq;
 say(`starting ${hubCount} hub process(es) to drain it...`);
-const hubs = await startHubs(hubCount);
+const hubs = await startHubs(split ? ['raw', 'analytics'] : Array.from({ length: hubCount }, () => 'both' as const));
 const drainStart = Date.now();
 const cpuBefore = hubs.map((h) => sampleProcess(h.child.pid!).cpuSeconds);
 let rawDoneAt = 0;
@@ -145,7 +172,12 @@ for (;;) {
   if (!analyticsDoneAt) {
     const covered = await Promise.all(
       hubPorts.map(async (port) => {
-        const health = (await (await fetch(`http://127.0.0.1:${port}/healthz`)).json()) as { analytics?: { partitions: Array<{ streamSeq: number }> } };
+        // A hub busy with a long synchronous stretch may not answer; that poll counts as "not done yet".
+        const health = (await fetch(`http://127.0.0.1:${port}/healthz`, { signal: AbortSignal.timeout(5000) })
+          .then((response) => response.json())
+          .catch(() => ({}))) as {
+          analytics?: { partitions: Array<{ streamSeq: number }> };
+        };
         return health.analytics?.partitions ?? [];
       }),
     );
@@ -179,14 +211,18 @@ const [latency] = await sql<[number, number, number, number]>(
     `from device_telemetry where agent_id = '${agentId}' and ts >= ${liveFrom * 1000}`,
 );
 const liveRss = Math.max(...hubs.map((h) => sampleProcess(h.child.pid!).rssBytes));
-for (const hub of hubs) await hub.stop();
+for (const hub of hubs) await hub.stop(60_000);
 await jsm.streams.purge('EVENTS', { filter: `events.${agentId}.>` }).catch(() => undefined);
+for (const bucket of [stateBucket, leasesBucket]) await jsm.streams.delete(`KV_${bucket}`).catch(() => undefined);
+for await (const consumer of jsm.consumers.list('EVENTS')) {
+  if (consumer.name.startsWith(`${stateBucket}-`)) await jsm.consumers.delete('EVENTS', consumer.name).catch(() => undefined);
+}
 await nc.close();
 if (!wasRunning) await stack.stop();
 
 const result = {
   date: new Date().toISOString(),
-  setup: `${hubCount} hub process(es) (compiled), raw rows + ${'3 window and 4 CEP rules (hub/rules)'} over ${PARTITIONS} partitions; 3-node JetStream R3 and QuestDB on the same machine; ${machineDescription()}`,
+  setup: `${split ? '2 hub processes (raw path | analytics)' : `${hubCount} hub process(es)`} (compiled), raw rows + ${'3 window and 4 CEP rules (hub/rules)'} over ${PARTITIONS} partitions; 3-node JetStream R3 and QuestDB on the same machine; ${machineDescription()}`,
   backlogEvents: totalEvents,
   rawEventsPerSecond: Math.round(totalEvents / drainSeconds),
   analyticsEventsPerSecond: Math.round(totalEvents / analyticsSeconds),

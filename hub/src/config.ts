@@ -10,7 +10,7 @@ export type StreamRetention = 'interest' | 'limits';
 export interface HubConfig {
   nats: { servers: string[]; user?: string; pass?: string; name: string };
   questdb: { httpUrl: string; username?: string; password?: string; requestTimeoutMs: number; retryTimeoutMs: number };
-  consumer: { durableName: string; ackWaitMs: number; maxAckPendingMessages: number; pullMaxMessages: number };
+  consumer: { enabled: boolean; durableName: string; ackWaitMs: number; maxAckPendingMessages: number; pullMaxMessages: number };
   sink: {
     maxRows: number;
     flushIntervalMs: number;
@@ -118,6 +118,12 @@ export const hubConfigSchema = {
       default: {},
       description: 'The durable pull consumer on the EVENTS stream, shared by every hub process.',
       properties: {
+        enabled: {
+          type: 'boolean',
+          default: true,
+          description:
+            'Write the raw events to QuestDB in this process. false for a process that only runs the analytics, so the two paths get a core each.',
+        },
         durableName: {
           type: 'string',
           pattern: '^[A-Za-z0-9_-]{1,64}$',

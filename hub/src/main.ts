@@ -34,6 +34,9 @@ import { createQuestDbAnalyticsSink, type QuestDbAnalyticsSink } from './sinks/q
 
 class ShutdownRequested extends Error {}
 
+/** The worker part of /healthz in a process without the raw path (consumer.enabled=false), once analytics runs. */
+const analyticsOnlyStatus: WorkerStatus = { state: 'running', lastFlush: undefined, failingSince: undefined, bufferedRows: 0, heldMessages: 0, unresolvedMessages: 0 };
+
 const startingStatus: WorkerStatus = {
   state: 'starting',
   lastFlush: undefined,
@@ -163,6 +166,11 @@ async function main(): Promise<number> {
   let statusServer: Awaited<ReturnType<typeof startStatusServer>> | undefined;
   let schemaWatch: KvSchemaWatch | undefined;
   const metrics = new HubMetrics(undefined, { defaultMetrics: true });
+  const analyticsOnly = !config.consumer.enabled;
+  if (analyticsOnly && !config.analytics.enabled) {
+    process.stderr.write('consumer.enabled and analytics.enabled are both false: this hub would do nothing\n');
+    return 2;
+  }
   try {
     // Up before the start-up steps, so an orchestrator sees 503 "starting" rather than a closed port.
     if (config.http.port > 0) {
@@ -171,7 +179,7 @@ async function main(): Promise<number> {
         port: config.http.port,
         registry: metrics.registry,
         health: () => ({
-          ...healthOf(connection.connected(), worker?.status() ?? startingStatus),
+          ...healthOf(connection.connected(), worker?.status() ?? (analyticsOnly && analytics ? analyticsOnlyStatus : startingStatus)),
           ...(analytics ? { analytics: analytics.status() } : {}),
         }),
       });
@@ -213,7 +221,7 @@ async function main(): Promise<number> {
     };
     const rest = new QuestDbRest({ ...questdb, timeoutMs: config.questdb.requestTimeoutMs });
     await retrying('questdb tables', () => ensureTables(rest, tables, log), shutdown.signal, log);
-    const sink = await retrying(
+    const sink = analyticsOnly ? undefined : await retrying(
       'questdb sender',
       () =>
         createQuestDbSink({
@@ -257,19 +265,21 @@ async function main(): Promise<number> {
       clock: systemClock,
     });
 
-    const source = new JetStreamBatchSource(jetstream(nc), {
-      stream: EVENTS_STREAM,
-      durableName: config.consumer.durableName,
-      pullMaxMessages: config.consumer.pullMaxMessages,
-      log,
-      recover: ensureJetStream,
-    });
-    worker = new HubWorker(
-      source,
-      sink,
-      { ...config.sink, shutdownTimeoutMs: config.shutdownTimeoutMs },
-      { metrics, log, unmapped: new UnmappedEvents(resolver, deadLetters) },
-    );
+    if (sink) {
+      const source = new JetStreamBatchSource(jetstream(nc), {
+        stream: EVENTS_STREAM,
+        durableName: config.consumer.durableName,
+        pullMaxMessages: config.consumer.pullMaxMessages,
+        log,
+        recover: ensureJetStream,
+      });
+      worker = new HubWorker(
+        source,
+        sink,
+        { ...config.sink, shutdownTimeoutMs: config.shutdownTimeoutMs },
+        { metrics, log, unmapped: new UnmappedEvents(resolver, deadLetters) },
+      );
+    }
     if (config.analytics.enabled) {
       const { rulesDir, rulesBucket, replicas } = config.analytics;
       const report = await retrying('rule files', () => publishRuleFiles(nc, rulesDir, { bucket: rulesBucket, replicas, log }), shutdown.signal, log);
@@ -307,16 +317,21 @@ async function main(): Promise<number> {
       );
       log.info({ workerId: config.analytics.workerId, partitions: config.analytics.partitions }, 'analytics running');
     }
-    stopStats = startStatsLog(worker, config.logIntervalMs, log);
-    if (shutdown.signal.aborted) await worker.stop();
-    log.info({ durable: config.consumer.durableName, ...config.sink }, 'hub consuming');
-    await worker.run();
+    if (worker) {
+      stopStats = startStatsLog(worker, config.logIntervalMs, log);
+      if (shutdown.signal.aborted) await worker.stop();
+      log.info({ durable: config.consumer.durableName, ...config.sink }, 'hub consuming');
+      await worker.run();
+    } else {
+      log.info('raw events are written by other hub processes (consumer.enabled=false); this one runs the analytics only');
+      await new Promise<void>((resolve) => (shutdown.signal.aborted ? resolve() : shutdown.signal.addEventListener('abort', () => resolve(), { once: true })));
+    }
     // Analytics gives its partitions up (last checkpoint each) so other workers take them over at once.
     await analytics?.stop();
     await analyticsSink?.close();
     await schemaWatch?.stop();
-    await sink.close();
-    log.info({ totals: worker.stats }, 'hub stopped');
+    await sink?.close();
+    log.info({ totals: worker?.stats }, 'hub stopped');
   } catch (error) {
     if (!(error instanceof ShutdownRequested)) {
       log.fatal({ err: errorMessage(error), code: (error as { code?: unknown }).code }, 'hub failed');

@@ -132,12 +132,15 @@ test('two workers share the partitions; after one is killed, window results equa
   const expected = offline(events);
   assert.ok(expected.size > devices * 5, `the offline run closes windows (${expected.size})`);
   const read = async () => {
-    const rows = await query<{ key: string; ts: string; aggregate: string; value: number }>(
+    const rows = await query<{ key: string; ts: string; n: number; total: number }>(
       stack.questdbHttp,
-      `select key, ts, aggregate, value from window_results where rule = '${rule.name}' and not superseded`,
+      `select key, ts, n, total from window_results where rule = '${rule.name}' and not superseded`,
     );
     const got = new Map<string, number>();
-    for (const row of rows) got.set(`${row.key}|${Date.parse(row.ts)}|${row.aggregate}`, Number(row.value));
+    for (const row of rows) {
+      got.set(`${row.key}|${Date.parse(row.ts)}|n`, Number(row.n));
+      got.set(`${row.key}|${Date.parse(row.ts)}|total`, Number(row.total));
+    }
     return got;
   };
   const got = await waitFor(read, (m) => [...expected.keys()].every((k) => m.has(k)), 60_000, 500);

@@ -51,21 +51,25 @@ function shape(row: AnalyticsRow): Record<string, unknown> {
 describe('analyticsRows', () => {
   const cases: Array<{ name: string; outputs: Array<WindowResult | Alert>; expected: Array<Record<string, unknown>>; problems?: number }> = [
     {
-      name: 'a window result gives one row per aggregate, times in µs',
+      name: 'a window result gives one row, an aggregate per column, times in µs',
       outputs: [result()],
-      expected: [
-        { ts: T0 * 1000, rule: 'stats', key: 'dev-1', aggregate: 'readings', value: 3, window_end: (T0 + 10_000) * 1000, revision: 0, final: false, superseded: false },
-        { ts: T0 * 1000, rule: 'stats', key: 'dev-1', aggregate: 'avg_value', value: 21.5, window_end: (T0 + 10_000) * 1000, revision: 0, final: false, superseded: false },
-      ],
+      expected: [{ ts: T0 * 1000, rule: 'stats', key: 'dev-1', readings: 3, avg_value: 21.5, window_end: (T0 + 10_000) * 1000, revision: 0, final: false, superseded: false }],
     },
     {
-      name: 'a string aggregate goes to text_value, an object as JSON, null to neither',
-      outputs: [result({ values: { last_state: 'on', flags: { a: true }, avg_value: null, up: true }, final: true, revision: 2 })],
+      name: 'non-numeric aggregates go to text_values as one JSON object; null and non-finite ones are left out',
+      outputs: [result({ values: { last_state: 'on', flags: { a: true }, avg_value: null, up: true, readings: 4, ratio: Number.NaN }, final: true, revision: 2 })],
       expected: [
-        { ts: T0 * 1000, rule: 'stats', key: 'dev-1', aggregate: 'last_state', text_value: 'on', window_end: (T0 + 10_000) * 1000, revision: 2, final: true, superseded: false },
-        { ts: T0 * 1000, rule: 'stats', key: 'dev-1', aggregate: 'flags', text_value: '{"a":true}', window_end: (T0 + 10_000) * 1000, revision: 2, final: true, superseded: false },
-        { ts: T0 * 1000, rule: 'stats', key: 'dev-1', aggregate: 'avg_value', window_end: (T0 + 10_000) * 1000, revision: 2, final: true, superseded: false },
-        { ts: T0 * 1000, rule: 'stats', key: 'dev-1', aggregate: 'up', text_value: 'true', window_end: (T0 + 10_000) * 1000, revision: 2, final: true, superseded: false },
+        {
+          ts: T0 * 1000,
+          rule: 'stats',
+          key: 'dev-1',
+          readings: 4,
+          text_values: '{"last_state":"on","flags":{"a":true},"up":true}',
+          window_end: (T0 + 10_000) * 1000,
+          revision: 2,
+          final: true,
+          superseded: false,
+        },
       ],
     },
     {
@@ -84,8 +88,8 @@ describe('analyticsRows', () => {
         }),
       ],
       expected: [
-        { ts: T0 * 1000, rule: 'sessions', key: 'dev-1', aggregate: 'events', value: 7, window_end: (T0 + 50_000) * 1000, revision: 1, final: false, superseded: false },
-        { ts: (T0 + 30_000) * 1000, rule: 'sessions', key: 'dev-1', aggregate: 'events', window_end: (T0 + 50_000) * 1000, revision: 1, final: true, superseded: true },
+        { ts: T0 * 1000, rule: 'sessions', key: 'dev-1', events: 7, window_end: (T0 + 50_000) * 1000, revision: 1, final: false, superseded: false },
+        { ts: (T0 + 30_000) * 1000, rule: 'sessions', key: 'dev-1', window_end: (T0 + 50_000) * 1000, revision: 1, final: true, superseded: true },
       ],
     },
     {
@@ -127,12 +131,12 @@ describe('analyticsRows', () => {
     const { rows } = analyticsRows([result(), result({ revision: 1 }), alert, { ...alert, message: 'again' }], tables);
     assert.deepEqual(
       rows.map((r) => r.table),
-      ['wr_test', 'wr_test', 'wr_test', 'wr_test', 'al_test', 'al_test'],
+      ['wr_test', 'wr_test', 'al_test', 'al_test'],
     );
-    // Same window and aggregate, another revision: the same identity (so the later one replaces it).
-    assert.equal(rows[0]!.id, rows[2]!.id);
-    assert.notEqual(rows[0]!.id, rows[1]!.id);
-    assert.equal(rows[4]!.id, rows[5]!.id);
+    // Same window, another revision: the same identity (so the later one replaces it).
+    assert.equal(rows[0]!.id, rows[1]!.id);
+    assert.equal(rows[2]!.id, rows[3]!.id);
+    assert.notEqual(rows[0]!.id, analyticsRows([result({ key: 'dev-2' })], tables).rows[0]!.id);
   });
 });
 
@@ -141,9 +145,9 @@ describe('analytics tables', () => {
     const [windows, alerts] = analyticsTableSpecs().map(createAnalyticsTableSql);
     assert.equal(
       windows,
-      'CREATE TABLE IF NOT EXISTS "window_results" ("ts" TIMESTAMP, "rule" SYMBOL, "key" SYMBOL, "aggregate" SYMBOL, "value" DOUBLE, ' +
-        '"text_value" VARCHAR, "window_end" TIMESTAMP, "revision" LONG, "final" BOOLEAN, "superseded" BOOLEAN, "written_at" TIMESTAMP) ' +
-        'TIMESTAMP("ts") PARTITION BY DAY WAL DEDUP UPSERT KEYS("ts", "rule", "key", "aggregate")',
+      'CREATE TABLE IF NOT EXISTS "window_results" ("ts" TIMESTAMP, "rule" SYMBOL, "key" SYMBOL, "window_end" TIMESTAMP, "revision" LONG, ' +
+        '"final" BOOLEAN, "superseded" BOOLEAN, "text_values" VARCHAR, "written_at" TIMESTAMP) ' +
+        'TIMESTAMP("ts") PARTITION BY DAY WAL DEDUP UPSERT KEYS("ts", "rule", "key")',
     );
     assert.equal(
       alerts,
@@ -167,6 +171,16 @@ describe('analytics tables', () => {
       'ALTER TABLE "alerts" DEDUP ENABLE UPSERT KEYS("ts", "rule", "key")',
     ]);
     assert.deepEqual(plan.problems, ['column details is DOUBLE, must be VARCHAR']);
+  });
+
+  test('a table keyed on a column this hub does not write (the long format of hub 0.1) is a problem, not altered', () => {
+    const spec = analyticsTableSpecs()[0]!;
+    const plan = planAnalyticsTable(spec, [
+      ...spec.columns.map((c) => ({ name: c.name, type: c.sqlType, designated: c.name === 'ts', upsertKey: ['ts', 'rule', 'key'].includes(c.name) })),
+      { name: 'aggregate', type: 'SYMBOL', designated: false, upsertKey: true },
+    ]);
+    assert.deepEqual(plan.statements, []);
+    assert.deepEqual(plan.problems, ['its dedup keys include aggregate, which this hub does not write (an older format?); rename or drop the table']);
   });
 });
 
@@ -217,8 +231,27 @@ class FakeSender implements IlpSender {
   async close(): Promise<void> {}
 }
 
-function sink(sender: FakeSender): QuestDbAnalyticsSink {
-  return new QuestDbAnalyticsSink(sender, { ping: async () => undefined }, { nowMicros: () => 42, log: pino({ level: 'silent' }) });
+/** A stand-in for QuestDB's REST API: records statements; SHOW COLUMNS answers with what was added (as `types`). */
+class FakeRest {
+  statements: string[] = [];
+  types = new Map<string, string>();
+  async ping(): Promise<void> {}
+  async exec(sql: string): Promise<{ columns?: Array<{ name: string }>; dataset?: unknown[][] }> {
+    this.statements.push(sql);
+    const added = /ADD COLUMN IF NOT EXISTS "(\w+)" DOUBLE/.exec(sql);
+    if (added && !this.types.has(added[1]!)) this.types.set(added[1]!, 'DOUBLE');
+    if (sql.startsWith('SHOW COLUMNS')) {
+      return {
+        columns: ['column', 'type', 'designated', 'upsertKey'].map((name) => ({ name })),
+        dataset: [...this.types].map(([name, type]) => [name, type, false, false]),
+      };
+    }
+    return {};
+  }
+}
+
+function sink(sender: FakeSender, rest = new FakeRest()): QuestDbAnalyticsSink {
+  return new QuestDbAnalyticsSink(sender, rest as unknown as ConstructorParameters<typeof QuestDbAnalyticsSink>[1], { nowMicros: () => 42, log: pino({ level: 'silent' }) });
 }
 
 describe('QuestDbAnalyticsSink', () => {
@@ -239,7 +272,7 @@ describe('QuestDbAnalyticsSink', () => {
     await s.flush();
     assert.equal(sender.sent.length, 1);
     assert.equal(sender.sent[0]!.length, 2);
-    assert.match(sender.sent[0]!.find((l) => l.startsWith('window_results'))!, / value=2 .*revision=1i/);
+    assert.match(sender.sent[0]!.find((l) => l.startsWith('window_results'))!, / readings=2 .*revision=1i/);
     assert.equal(s.bufferedRows, 0);
   });
 
@@ -252,7 +285,7 @@ describe('QuestDbAnalyticsSink', () => {
     assert.equal(s.bufferedRows, 1);
     s.write([result()]);
     await s.flush();
-    assert.equal(sender.sent[0]!.length, 3);
+    assert.equal(sender.sent[0]!.length, 2);
     assert.equal(s.bufferedRows, 0);
   });
 
@@ -271,8 +304,26 @@ describe('QuestDbAnalyticsSink', () => {
     await Promise.all([first, second]);
     assert.deepEqual(
       sender.sent.map((batch) => batch.length),
-      [1, 2],
+      [1, 1],
     );
     assert.equal(s.bufferedRows, 0);
+  });
+
+  test('adds the DOUBLE column of a new aggregate once before writing it; another type there fails the flush, naming it', async () => {
+    const sender = new FakeSender();
+    const rest = new FakeRest();
+    const s = sink(sender, rest);
+    s.write([result()]);
+    await s.flush();
+    s.write([result({ values: { readings: 5 }, revision: 1 })]);
+    await s.flush();
+    assert.deepEqual(
+      rest.statements.filter((sql) => sql.startsWith('ALTER')),
+      ['ALTER TABLE "window_results" ADD COLUMN IF NOT EXISTS "readings" DOUBLE', 'ALTER TABLE "window_results" ADD COLUMN IF NOT EXISTS "avg_value" DOUBLE'],
+    );
+    rest.types.set('label', 'VARCHAR');
+    s.write([result({ values: { label: 3 } })]);
+    await assert.rejects(s.flush(), /column label of window_results is VARCHAR; the aggregate label needs DOUBLE/);
+    assert.equal(s.bufferedRows, 1, 'the row waits for the next flush');
   });
 });

@@ -11,6 +11,7 @@ import {
   type DeadLetter,
 } from '../../hub/src/sinks/dead-letter-sink.js';
 import { JetStreamDeadLetterSink } from '../../hub/src/sinks/jetstream-dead-letter-sink.js';
+import { lateLetters } from '../../hub/src/analytics/partition-processor.js';
 
 const wireEvent: WireEvent = {
   id: 'evt-1',
@@ -142,4 +143,27 @@ test('keeps at most maxInFlight publishes waiting for their PubAck, and counts d
 
 test('decodeHubDeadLetter refuses an agent\'s dead-letter record', () => {
   assert.throws(() => decodeHubDeadLetter(new Uint8Array([0x81, 0xa1, 0x76, 0x01])), /not a hub dead-letter record/);
+});
+
+test('an event late for several rules becomes one dead letter naming them all, at its position in the batch', async () => {
+  const other: WireEvent = { ...wireEvent, id: 'evt-2' };
+  const late = (rule: string, event: WireEvent, watermark: number) => ({ type: 'late_event' as const, rule, event, reason: 'beyond_allowed_lateness' as const, watermark });
+  const letters = lateLetters(
+    [late('overheating', other, 1_700_000_100_000), late('device-silent', other, 1_700_000_090_000), late('overheating', wireEvent, 1_700_000_100_000)],
+    { agent: 'gw-1', partition: 2, events: [wireEvent, other] },
+    41,
+  );
+  assert.deepEqual(
+    letters.map((l) => [l.event, l.index, l.rules]),
+    [
+      [other, 1, ['device-silent', 'overheating']],
+      [wireEvent, 0, ['overheating']],
+    ],
+  );
+  assert.match(letters[0]!.detail, /^event evt-2 at 2023-11-14T22:13:20.123Z is behind the watermark 2023-11-14T22:15:00.000Z plus the allowed lateness of rules device-silent, overheating$/);
+  assert.equal(deadLetterMessageId(letters[0]!), 'hub.dlq:late:device-silent+overheating:evt-2@1700000000123000');
+
+  const { js, sent } = fakeJetStream();
+  await new JetStreamDeadLetterSink(js, { hubName: 'hub-a', publishTimeoutMs: 1000, maxInFlight: 8, clock }).publish(letters);
+  assert.deepEqual(decodeHubDeadLetter(sent[0]!.data).rules, ['device-silent', 'overheating']);
 });

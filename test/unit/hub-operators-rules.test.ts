@@ -36,6 +36,7 @@ const refused: Array<{ name: string; rule: unknown; message: RegExp }> = [
   { name: 'an unknown aggregate function', rule: { ...window, aggregates: [{ name: 'm', fn: 'median', field: 'value' }] }, message: /rule\.aggregates\[0\]\.fn must be one of "count", "sum"/ },
   { name: 'an aggregate needing a field without one', rule: { ...window, aggregates: [{ name: 'a', fn: 'avg' }] }, message: /rule\.aggregates\[0\]\.field is required for fn "avg"/ },
   { name: 'two aggregates with one name', rule: { ...window, aggregates: [{ name: 'n', fn: 'count' }, { name: 'n', fn: 'max', field: 'value' }] }, message: /rule\.aggregates\[1\]\.name "n" is used twice/ },
+  { name: 'an aggregate named like a column of every result row', rule: { ...window, aggregates: [{ name: 'Key', fn: 'count' }] }, message: /rule\.aggregates\[0\]\.name "Key" is reserved for a column of every window result \(ts, rule, key,/ },
   { name: 'having naming no aggregate', rule: { ...window, having: { aggregate: 'm', op: '>', value: 1 } }, message: /rule\.having\.aggregate must name one of the aggregates \(n\), got "m"/ },
   { name: 'an empty keyBy list', rule: { ...window, keyBy: [] }, message: /rule\.keyBy must NOT have fewer than 1 items/ },
   { name: 'a sequence step with zero repeats', rule: { kind: 'sequence_within', name: 's', withinMs: 1, steps: [{ eventType: 'a', times: 0 }] }, message: /rule\.steps\[0\]\.times must be >= 1/ },

@@ -38,6 +38,14 @@ export interface SnapshotStore {
 
 const packr = new Packr({ useRecords: false, moreTypes: false });
 
+/**
+ * msgpack, deflated at level 1: about three times faster than the default level for a slightly larger value;
+ * snapshots are taken every few seconds by every partition, stored once and read only at a takeover.
+ */
+export function encodeSnapshot(state: PartitionState | OperatorSetSnapshot): Buffer {
+  return deflateRawSync(packr.pack(state), { level: 1 });
+}
+
 export class KvSnapshotStore implements SnapshotStore {
   private kv: Promise<KV> | undefined;
 
@@ -81,7 +89,7 @@ export class KvSnapshotStore implements SnapshotStore {
 
   async save(partition: number, state: PartitionState, revision: number): Promise<number> {
     const kv = await this.bucket();
-    const packed = deflateRawSync(packr.pack(state));
+    const packed = encodeSnapshot(state);
     const chunkBytes = this.options.chunkBytes ?? DEFAULT_CHUNK_BYTES;
     const chunks: string[] = [];
     if (packed.length > chunkBytes) {

@@ -231,12 +231,12 @@ export class PartitionProcessor {
     }
   }
 
-  private route(outputs: OperatorOutput[], batch: Pick<EventBatch, 'agent' | 'partition'>, seq: number): void {
+  private route(outputs: OperatorOutput[], batch: Pick<EventBatch, 'agent' | 'partition' | 'events'>, seq: number): void {
     const results: Array<WindowResult | Alert> = [];
+    const late: LateEvent[] = [];
     for (const output of outputs) {
       if (output.type === 'late_event') {
-        this.lateEvents.push(lateLetter(output, batch, seq));
-        this.stats.lateEvents++;
+        late.push(output);
         continue;
       }
       if (output.type === 'alert') {
@@ -249,13 +249,20 @@ export class PartitionProcessor {
       this.deps.sink.write(results);
       this.pendingOutputs += results.length;
     }
+    if (late.length > 0) {
+      const letters = lateLetters(late, batch, seq);
+      this.lateEvents.push(...letters);
+      this.stats.lateEvents += letters.length;
+      // Late letters wait for the checkpoint too: they count against the same bound.
+      this.pendingOutputs += letters.length;
+    }
   }
 
   /** Every second: let idle agents' time pass (fires windows and absence rules), checkpoint when due. */
   private async tick(): Promise<void> {
     if (this.stopping || this.checkpointing) return;
     const outputs = this.set.advance(this.deps.now());
-    if (outputs.length > 0) this.route(outputs, { agent: 'hub', partition: this.partition }, this.set.streamSeq);
+    if (outputs.length > 0) this.route(outputs, { agent: 'hub', partition: this.partition, events: [] }, this.set.streamSeq);
     const due = this.deps.now() - (this.stats.lastCheckpointAt ?? 0) >= this.settings.checkpointIntervalMs;
     if (due && (this.set.streamSeq > this.lastCheckpointSeq || this.pendingOutputs > 0 || this.lateEvents.length > 0)) await this.checkpointSafely();
   }
@@ -323,15 +330,34 @@ export class PartitionProcessor {
   }
 }
 
-function lateLetter(output: LateEvent, batch: Pick<EventBatch, 'agent' | 'partition'>, seq: number): DeadLetter {
-  return {
-    reason: 'late_event',
-    detail: `event ${output.event.id} at ${new Date(Math.floor(output.event.ts / 1000)).toISOString()} is behind rule ${output.rule}'s watermark ${new Date(output.watermark).toISOString()} plus its allowed lateness`,
-    agent: batch.agent,
-    partition: batch.partition,
-    seq,
-    index: 0,
-    event: output.event,
-    rule: output.rule,
-  };
+/**
+ * One dead letter per late event, naming every rule it was too late for: an agent that drains hours of old events
+ * after a long outage makes each of them late for most rules, and one letter per rule would multiply the DLQ
+ * traffic by the number of rules.
+ */
+export function lateLetters(late: readonly LateEvent[], batch: Pick<EventBatch, 'agent' | 'partition' | 'events'>, seq: number): DeadLetter[] {
+  const byEvent = new Map<LateEvent['event'], LateEvent[]>();
+  for (const output of late) {
+    const list = byEvent.get(output.event);
+    if (list) list.push(output);
+    else byEvent.set(output.event, [output]);
+  }
+  const letters: DeadLetter[] = [];
+  for (const [event, outputs] of byEvent) {
+    const rules = outputs.map((output) => output.rule).sort();
+    const watermark = Math.max(...outputs.map((output) => output.watermark));
+    letters.push({
+      reason: 'late_event',
+      detail:
+        `event ${event.id} at ${new Date(Math.floor(event.ts / 1000)).toISOString()} is behind the watermark ` +
+        `${new Date(watermark).toISOString()} plus the allowed lateness of rule${rules.length > 1 ? 's' : ''} ${rules.join(', ')}`,
+      agent: batch.agent,
+      partition: batch.partition,
+      seq,
+      index: Math.max(0, batch.events.indexOf(event)),
+      event,
+      rules,
+    });
+  }
+  return letters;
 }

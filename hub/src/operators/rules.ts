@@ -275,6 +275,12 @@ export function createOperator(input: unknown): StreamOperator {
   return create(rule);
 }
 
+/**
+ * Names an aggregate cannot have: each aggregate is a column of the window result rows (window_results in QuestDB),
+ * beside these columns every row has. Compared in lower case, as QuestDB column names are.
+ */
+export const RESERVED_AGGREGATE_NAMES: readonly string[] = ['ts', 'rule', 'key', 'window_end', 'revision', 'final', 'superseded', 'text_values', 'written_at'];
+
 function semanticProblems(rule: Rule, path: string): string[] {
   const problems: string[] = [];
   if (rule.kind === 'window') {
@@ -284,6 +290,9 @@ function semanticProblems(rule: Rule, path: string): string[] {
         problems.push(`${path}.aggregates[${i}].field is required for fn "${aggregate.fn}"`);
       }
       if (names.has(aggregate.name)) problems.push(`${path}.aggregates[${i}].name "${aggregate.name}" is used twice`);
+      if (RESERVED_AGGREGATE_NAMES.includes(aggregate.name.toLowerCase())) {
+        problems.push(`${path}.aggregates[${i}].name "${aggregate.name}" is reserved for a column of every window result (${RESERVED_AGGREGATE_NAMES.join(', ')})`);
+      }
       names.add(aggregate.name);
     });
     if (rule.window.type === 'sliding' && rule.window.slideMs > rule.window.sizeMs) {

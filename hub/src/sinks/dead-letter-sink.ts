@@ -34,8 +34,8 @@ export interface DeadLetter {
   index: number;
   /** The event as it came in the batch (normally a WireEvent; whatever it was when it is invalid). */
   event: unknown;
-  /** For late events: the rule it was too late for (one event can be late for several rules). */
-  rule?: string;
+  /** For late events: the rules it was too late for (sorted). */
+  rules?: string[];
 }
 
 /** What one hub DLQ message carries (msgpack). */
@@ -58,6 +58,8 @@ export interface HubDeadLetterRecord {
   eventId?: string;
   eventType?: string;
   version?: number;
+  /** For late events: the rules it was too late for. */
+  rules?: string[];
   event: unknown;
 }
 
@@ -80,10 +82,10 @@ const SAFE_ID = /^[\x21-\x7e]{1,200}$/;
  * dot, which agent ids cannot, so it never meets an agent's `<agent>:dlq:<n>`. An event without a usable id gets the
  * position of its message in the stream instead, which a redelivery repeats too.
  */
-export function deadLetterMessageId(letter: Pick<DeadLetter, 'event' | 'seq' | 'index' | 'rule'>): string {
+export function deadLetterMessageId(letter: Pick<DeadLetter, 'event' | 'seq' | 'index' | 'rules'>): string {
   const event = letter.event as { id?: unknown; ts?: unknown } | null;
   const id = event !== null && typeof event === 'object' && typeof event.id === 'string' && event.id !== '' ? event.id : undefined;
-  const scope = letter.rule === undefined ? '' : `late:${letter.rule}:`;
+  const scope = letter.rules === undefined ? '' : `late:${letter.rules.join('+')}:`;
   if (id === undefined) return `hub.dlq:${scope}seq:${letter.seq}:${letter.index}`;
   const identity = `${scope}${id}@${String(event!.ts)}`;
   return SAFE_ID.test(identity) ? `hub.dlq:${identity}` : `hub.dlq:sha256:${createHash('sha256').update(identity).digest('hex')}`;
@@ -107,6 +109,7 @@ export function toDeadLetterRecord(letter: DeadLetter, hub: string, at: number):
     ...(typeof fields.id === 'string' ? { eventId: fields.id } : {}),
     ...(typeof fields.type === 'string' ? { eventType: fields.type } : {}),
     ...(typeof fields.sv === 'number' ? { version: fields.sv } : {}),
+    ...(letter.rules ? { rules: letter.rules } : {}),
     event: letter.event,
   };
 }

@@ -34,50 +34,49 @@ export interface DeadLetterSinkStats {
 
 export class JetStreamDeadLetterSink implements DeadLetterSink {
   readonly stats: DeadLetterSinkStats = { published: 0, duplicates: 0 };
-  private inFlight = 0;
-  private readonly waiting: Array<() => void> = [];
 
   constructor(
     private readonly js: Pick<JetStreamClient, 'publish'>,
     private readonly options: JetStreamDeadLetterSinkOptions,
   ) {}
 
+  /**
+   * `maxInFlight` publishers take the letters in order from a shared index, so thousands of letters (an agent that
+   * drains hours of late data) cost neither a promise nor a queue entry each before their turn.
+   */
   async publish(letters: readonly DeadLetter[]): Promise<void> {
-    const results = await Promise.allSettled(letters.map((letter) => this.publishOne(letter)));
-    const failed = results.filter((r): r is PromiseRejectedResult => r.status === 'rejected');
-    if (failed.length > 0) {
+    let next = 0;
+    let failed = 0;
+    let firstFailure: unknown;
+    const publisher = async () => {
+      while (next < letters.length) {
+        const letter = letters[next++]!;
+        try {
+          await this.publishOne(letter);
+        } catch (error) {
+          if (failed++ === 0) firstFailure = error;
+        }
+      }
+    };
+    await Promise.all(Array.from({ length: Math.min(this.options.maxInFlight, letters.length) }, publisher));
+    if (failed > 0) {
       throw new HubError(
         HubErrorCode.DEAD_LETTER_FAILED,
-        `${failed.length} of ${letters.length} dead letters not confirmed by the ${DLQ_STREAM} stream: ${errorMessage(failed[0]!.reason)}`,
-        { cause: failed[0]!.reason },
+        `${failed} of ${letters.length} dead letters not confirmed by the ${DLQ_STREAM} stream: ${errorMessage(firstFailure)}`,
+        { cause: firstFailure },
       );
     }
   }
 
   private async publishOne(letter: DeadLetter): Promise<void> {
-    await this.slot();
-    try {
-      const record = toDeadLetterRecord(letter, this.options.hubName, this.options.clock.now());
-      const ack = await this.js.publish(hubDeadLetterSubject(letter.reason), encodeHubDeadLetter(record), {
-        msgID: deadLetterMessageId(letter),
-        // Fails instead of landing in another stream if the subject were ever captured by one.
-        expect: { streamName: DLQ_STREAM },
-        timeout: this.options.publishTimeoutMs,
-      });
-      this.stats.published++;
-      if (ack.duplicate) this.stats.duplicates++;
-    } finally {
-      this.release();
-    }
-  }
-
-  private async slot(): Promise<void> {
-    while (this.inFlight >= this.options.maxInFlight) await new Promise<void>((resolve) => this.waiting.push(resolve));
-    this.inFlight++;
-  }
-
-  private release(): void {
-    this.inFlight--;
-    this.waiting.shift()?.();
+    const record = toDeadLetterRecord(letter, this.options.hubName, this.options.clock.now());
+    const ack = await this.js.publish(hubDeadLetterSubject(letter.reason), encodeHubDeadLetter(record), {
+      msgID: deadLetterMessageId(letter),
+      // Fails instead of landing in another stream if the subject were ever captured by one.
+      expect: { streamName: DLQ_STREAM },
+      timeout: this.options.publishTimeoutMs,
+    });
+    this.stats.published++;
+    if (ack.duplicate) this.stats.duplicates++;
   }
 }

@@ -3,16 +3,21 @@
  * the hub creates at start over REST (never ILP auto-create), both WAL, daily partitions, with DEDUP UPSERT KEYS so a
  * later revision, a retried flush or a replay after a takeover overwrites rows instead of adding copies:
  *
- *   window_results  one row per (window, aggregate), long format, so every rule's aggregates fit one table.
- *                   ts = window start; DEDUP UPSERT KEYS(ts, rule, key, aggregate).
- *                   `value` DOUBLE holds a numeric aggregate; anything else (`last` of a string, a boolean, a JSON
- *                   object) goes as text into `text_value` VARCHAR with `value` null, so no aggregate is dropped; a
- *                   null aggregate (avg over no numbers) is a row with both null.
+ *   window_results  one row per window (wide format): ts = window start; DEDUP UPSERT KEYS(ts, rule, key).
+ *                   Each numeric aggregate is a DOUBLE column named after it (`avg_value`, `p95_value`), shared by
+ *                   the rules that use the name; the sink adds a column (ALTER TABLE ... ADD COLUMN) the first time
+ *                   a rule's result needs it, so a rule added at run time needs no restart. Anything not numeric
+ *                   (`last` of a string, a boolean, a JSON object) goes into `text_values` as one JSON object
+ *                   (`{"last_state":"on"}`), so no aggregate is dropped; a null aggregate (avg over no numbers) is
+ *                   a null column. Rule validation reserves the names of the fixed columns.
  *                   Session merges: QuestDB has no DELETE, so when a session result `replaces` earlier sessions the
  *                   sink upserts a tombstone over each of their rows (same keys, `superseded` = true, values null,
  *                   `final` = true). Queries read `WHERE NOT superseded`. A tombstone is an upsert like any row, so
  *                   replays stay idempotent and the last write of a key (in stream order) wins.
  *   alerts          ts = the alert's event time; DEDUP UPSERT KEYS(ts, rule, key); details as JSON text.
+ *
+ * One row per window rather than one per aggregate: a rule with five aggregates over sparse keys (a 10 s window
+ * per device reading) made five times the rows, and encoding rows is what the hub spends its time on.
  *
  * Buffering: rows wait in a map keyed by their table's dedup key, so a window revised several times between two
  * flushes is sent once (the last revision), and a tombstone and the row it covers never share a request (QuestDB's
@@ -31,6 +36,7 @@ import { QuestDbRest } from './questdb-rest.js';
 import { writeRow, type Field, type IlpRowWriter, type Row } from './questdb-rows.js';
 import { senderConfig, type IlpSender, type QuestDbSinkOptions } from './questdb-sink.js';
 import { quoteIdentifier, showColumns, type ExistingColumn, type TableColumn } from './questdb-tables.js';
+import { installFastIlpEscaping } from './questdb-fast-escape.js';
 
 /** Table names; tests use their own. */
 export interface AnalyticsTables {
@@ -51,6 +57,8 @@ export interface AnalyticsTableSpec {
 
 /** Column written at flush time on both tables (epoch µs of the encoding, from the injected clock). */
 const WRITTEN_AT = 'written_at';
+/** The non-numeric aggregates of a window result, as one JSON object. */
+const TEXT_VALUES = 'text_values';
 
 export function analyticsTableSpecs(tables: AnalyticsTables = DEFAULT_ANALYTICS_TABLES): AnalyticsTableSpec[] {
   return [
@@ -60,16 +68,14 @@ export function analyticsTableSpecs(tables: AnalyticsTables = DEFAULT_ANALYTICS_
         { name: 'ts', sqlType: 'TIMESTAMP' },
         { name: 'rule', sqlType: 'SYMBOL' },
         { name: 'key', sqlType: 'SYMBOL' },
-        { name: 'aggregate', sqlType: 'SYMBOL' },
-        { name: 'value', sqlType: 'DOUBLE' },
-        { name: 'text_value', sqlType: 'VARCHAR' },
         { name: 'window_end', sqlType: 'TIMESTAMP' },
         { name: 'revision', sqlType: 'LONG' },
         { name: 'final', sqlType: 'BOOLEAN' },
         { name: 'superseded', sqlType: 'BOOLEAN' },
+        { name: TEXT_VALUES, sqlType: 'VARCHAR' },
         { name: WRITTEN_AT, sqlType: 'TIMESTAMP' },
       ],
-      dedupKeys: ['ts', 'rule', 'key', 'aggregate'],
+      dedupKeys: ['ts', 'rule', 'key'],
     },
     {
       table: tables.alerts,
@@ -121,6 +127,12 @@ export function planAnalyticsTable(spec: AnalyticsTableSpec, existing: readonly 
   const designated = existing.find((c) => c.designated);
   if (designated?.name !== 'ts') plan.problems.push(`designated timestamp is ${designated ? designated.name : 'not set'}, must be ts`);
   const keys = existing.filter((c) => c.upsertKey).map((c) => c.name);
+  const foreignKeys = keys.filter((k) => !spec.columns.some((c) => c.name === k));
+  if (foreignKeys.length > 0) {
+    // The long format of hub 0.1 (one row per aggregate, keyed by `aggregate`): rows of both would mix.
+    plan.problems.push(`its dedup keys include ${foreignKeys.join(', ')}, which this hub does not write (an older format?); rename or drop the table`);
+    return plan;
+  }
   if (keys.length !== spec.dedupKeys.length || !spec.dedupKeys.every((k) => keys.includes(k))) {
     plan.statements.push(`ALTER TABLE ${table} DEDUP ENABLE UPSERT KEYS(${spec.dedupKeys.map(quoteIdentifier).join(', ')})`);
   }
@@ -174,18 +186,22 @@ function windowRows(result: WindowResult, table: string, rows: AnalyticsRow[], p
     problems.push(`window result of rule "${result.rule}" key "${result.key}" has bounds that are not epoch ms: [${result.windowStart}, ${result.windowEnd})`);
     return;
   }
-  const aggregates = Object.keys(result.values);
-  for (const aggregate of aggregates) {
-    const fields: Field[] = [...aggregateValue(result.values[aggregate] ?? null)];
-    fields.push(
-      { name: 'window_end', kind: 'timestamp', value: end },
-      { name: 'revision', kind: 'long', value: result.revision },
-      { name: 'final', kind: 'boolean', value: result.final },
-      // Explicit: an upsert replaces the whole row, and this one must un-hide a window once tombstoned.
-      { name: 'superseded', kind: 'boolean', value: false },
-    );
-    rows.push(windowRow(table, start, result, aggregate, fields));
+  const fields: Field[] = [];
+  let texts: Record<string, Json> | undefined;
+  for (const [aggregate, value] of Object.entries(result.values)) {
+    if (typeof value === 'number') {
+      if (Number.isFinite(value)) fields.push({ name: aggregate, kind: 'double', value });
+    } else if (value !== null) (texts ??= {})[aggregate] = value;
   }
+  if (texts) fields.push({ name: TEXT_VALUES, kind: 'string', value: JSON.stringify(texts) });
+  fields.push(
+    { name: 'window_end', kind: 'timestamp', value: end },
+    { name: 'revision', kind: 'long', value: result.revision },
+    { name: 'final', kind: 'boolean', value: result.final },
+    // Explicit: an upsert replaces the whole row, and this one must un-hide a window once tombstoned.
+    { name: 'superseded', kind: 'boolean', value: false },
+  );
+  rows.push(windowRow(table, start, result, fields));
   for (const replaced of result.replaces ?? []) {
     if (replaced.windowStart === result.windowStart) continue;
     const oldStart = micros(replaced.windowStart);
@@ -194,38 +210,28 @@ function windowRows(result: WindowResult, table: string, rows: AnalyticsRow[], p
       problems.push(`window result of rule "${result.rule}" key "${result.key}" replaces bounds that are not epoch ms: [${replaced.windowStart}, ${replaced.windowEnd})`);
       continue;
     }
-    for (const aggregate of aggregates) {
-      rows.push(
-        windowRow(table, oldStart, result, aggregate, [
-          { name: 'window_end', kind: 'timestamp', value: oldEnd },
-          { name: 'revision', kind: 'long', value: result.revision },
-          { name: 'final', kind: 'boolean', value: true },
-          { name: 'superseded', kind: 'boolean', value: true },
-        ]),
-      );
-    }
+    rows.push(
+      windowRow(table, oldStart, result, [
+        { name: 'window_end', kind: 'timestamp', value: oldEnd },
+        { name: 'revision', kind: 'long', value: result.revision },
+        { name: 'final', kind: 'boolean', value: true },
+        { name: 'superseded', kind: 'boolean', value: true },
+      ]),
+    );
   }
 }
 
-function windowRow(table: string, ts: number, result: WindowResult, aggregate: string, fields: Field[]): AnalyticsRow {
+function windowRow(table: string, ts: number, result: WindowResult, fields: Field[]): AnalyticsRow {
   return {
     table,
     ts,
-    id: identity(table, ts, result.rule, result.key, aggregate),
+    id: identity(table, ts, result.rule, result.key),
     symbols: [
       { name: 'rule', value: result.rule },
       { name: 'key', value: result.key },
-      { name: 'aggregate', value: aggregate },
     ],
     fields,
   };
-}
-
-/** A number goes to `value`; a string as it is and anything else as JSON text to `text_value`; null to neither. */
-function aggregateValue(value: Json): Field[] {
-  if (value === null) return [];
-  if (typeof value === 'number') return Number.isFinite(value) ? [{ name: 'value', kind: 'double', value }] : [];
-  return [{ name: 'text_value', kind: 'string', value: typeof value === 'string' ? value : JSON.stringify(value) }];
 }
 
 function alertRow(alert: Alert, table: string, rows: AnalyticsRow[], problems: string[]): void {
@@ -279,6 +285,7 @@ export async function createQuestDbAnalyticsSink(options: QuestDbAnalyticsSinkOp
   const tables = options.tables ?? DEFAULT_ANALYTICS_TABLES;
   const rest = new QuestDbRest({ httpUrl: options.httpUrl, username: options.username, password: options.password, timeoutMs: options.requestTimeoutMs });
   await ensureAnalyticsTables(rest, tables, log);
+  if (!installFastIlpEscaping()) log.warn('this @questdb/nodejs-client has no writeEscaped to speed up; rows are encoded at its own pace');
   const sender = await Sender.fromConfig(senderConfig(options), {
     log: (level, message) => {
       if (level === 'warn' || level === 'error') log[level]({ questdbClient: true }, String(message));
@@ -292,14 +299,17 @@ export class QuestDbAnalyticsSink {
   private pending = new Map<string, AnalyticsRow>();
   /** The last queued flush; the next one starts after it settles. */
   private tail: Promise<void> = Promise.resolve();
+  /** Lower-cased names of the window table's columns known to be there (DOUBLE, for the aggregates). */
+  private readonly windowColumns: Set<string>;
   private readonly tables: AnalyticsTables;
 
   constructor(
     private readonly sender: IlpSender,
-    private readonly rest: { ping(): Promise<void> },
+    private readonly rest: Pick<QuestDbRest, 'ping' | 'exec'>,
     private readonly options: { tables?: AnalyticsTables | undefined; nowMicros: () => number; log: Logger },
   ) {
     this.tables = options.tables ?? DEFAULT_ANALYTICS_TABLES;
+    this.windowColumns = new Set(analyticsTableSpecs(this.tables)[0]!.columns.map((c) => c.name.toLowerCase()));
   }
 
   /** Rows buffered and not yet confirmed (after collapsing rows of the same keys). */
@@ -346,6 +356,7 @@ export class QuestDbAnalyticsSink {
   private async send(): Promise<void> {
     if (this.pending.size === 0) return;
     const batch = [...this.pending.entries()];
+    await this.addAggregateColumns(batch.map(([, row]) => row));
     // Encoded afresh each time: after a failed request the Sender does not give its buffer back.
     this.sender.reset();
     const writtenAt = this.options.nowMicros();
@@ -368,5 +379,34 @@ export class QuestDbAnalyticsSink {
     }
     // A row rewritten while the request was in flight stays for the next flush.
     for (const [id, row] of batch) if (this.pending.get(id) === row) this.pending.delete(id);
+  }
+
+  /**
+   * Adds the DOUBLE column of every aggregate the rows name that the table does not have yet (a rule added or
+   * changed at run time), so ILP never creates a column with a type of its choosing. Throws HUB_ERR_TABLE_SETUP
+   * when a column of that name exists with another type (the flush fails, and says why, until it is fixed).
+   */
+  private async addAggregateColumns(rows: readonly AnalyticsRow[]): Promise<void> {
+    const missing = new Set<string>();
+    for (const row of rows) {
+      if (row.table !== this.tables.windowResults) continue;
+      for (const field of row.fields) if (field.kind === 'double' && !this.windowColumns.has(field.name.toLowerCase())) missing.add(field.name);
+    }
+    if (missing.size === 0) return;
+    const table = this.tables.windowResults;
+    // Types first: on a WAL table an ALTER is applied asynchronously, so SHOW COLUMNS right after it may not list
+    // the column yet; the ALTER itself is sequenced before the rows that follow it.
+    const types = new Map((await showColumns(this.rest, table)).map((c) => [c.name.toLowerCase(), c.type]));
+    for (const name of missing) {
+      const type = types.get(name.toLowerCase());
+      if (type !== undefined && type !== 'DOUBLE') {
+        throw new HubError(HubErrorCode.TABLE_SETUP, `column ${name} of ${table} is ${type}; the aggregate ${name} needs DOUBLE (rename the aggregate or the column)`);
+      }
+    }
+    for (const name of missing) {
+      if (!types.has(name.toLowerCase())) await this.rest.exec(`ALTER TABLE ${quoteIdentifier(table)} ADD COLUMN IF NOT EXISTS ${quoteIdentifier(name)} DOUBLE`);
+      this.windowColumns.add(name.toLowerCase());
+    }
+    this.options.log.info({ table, columns: [...missing] }, 'aggregate columns added');
   }
 }

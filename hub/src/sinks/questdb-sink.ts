@@ -14,6 +14,7 @@ import { HubError, HubErrorCode, errorMessage } from '../errors.js';
 import { QuestDbRest } from './questdb-rest.js';
 import { mapEvent, writeRow, type IlpRowWriter, type Row, type RowMappings } from './questdb-rows.js';
 import type { FlushResult, Sink, SkippedEvent, WriteResult } from './sink.js';
+import { installFastIlpEscaping } from './questdb-fast-escape.js';
 
 export interface QuestDbSinkOptions {
   /** Base URL of QuestDB's HTTP server, e.g. `http://127.0.0.1:9000`. */
@@ -59,6 +60,7 @@ export function senderConfig(options: Pick<QuestDbSinkOptions, 'httpUrl' | 'user
 
 export async function createQuestDbSink(options: QuestDbSinkOptions): Promise<QuestDbSink> {
   const log = options.log;
+  if (!installFastIlpEscaping()) log.warn('this @questdb/nodejs-client has no writeEscaped to speed up; rows are encoded at its own pace');
   const sender = await Sender.fromConfig(senderConfig(options), {
     // The client logs a debug line per row; only its warnings and errors are worth a log line.
     log: (level, message) => {

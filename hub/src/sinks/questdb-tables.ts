@@ -168,7 +168,7 @@ export async function ensureTables(rest: QuestDbRest, specs: readonly TableSpec[
   return done;
 }
 
-export async function showColumns(rest: QuestDbRest, table: string): Promise<ExistingColumn[]> {
+export async function showColumns(rest: Pick<QuestDbRest, 'exec'>, table: string): Promise<ExistingColumn[]> {
   const result = await rest.exec(`SHOW COLUMNS FROM ${quoteIdentifier(table)}`);
   const names = (result.columns ?? []).map((c) => c.name);
   const at = (name: string): number => {
