@@ -21,7 +21,7 @@ import { encodeBatch, eventSubject, partitionOf, type WireEvent } from '../share
 import { freePort, startProcess, type ManagedProcess } from '../scripts/lib/processes.js';
 import { ensureRuntime, REPO_ROOT, RUNTIME_DIR } from '../scripts/lib/runtime.js';
 import { DEFAULT_PORTS, DEFAULT_STACK_DIR, stackStatus, startStack } from '../scripts/lib/stack.js';
-import { machineDescription, sampleProcess, table, writeResults } from './lib/measure.js';
+import { cpuSecondsOf, machineDescription, pidsNamed, sampleProcess, table, writeResults } from './lib/measure.js';
 import { join } from 'node:path';
 
 const { values } = parseArgs({
@@ -65,7 +65,9 @@ const sql = async <T>(query: string): Promise<T[]> => {
 
 // Events an earlier, interrupted run left behind would reach the fresh analytics state first and move its watermark
 // past this run's backlog (which would then be late data): purge every bench agent's subjects first.
-for (const subject of Object.keys((await jsm.streams.info('EVENTS', { subjects_filter: 'events.>' })).state.subjects ?? {})) {
+// (On a new stack EVENTS does not exist yet; the hub creates it.)
+const leftovers = await jsm.streams.info('EVENTS', { subjects_filter: 'events.>' }).catch(() => undefined);
+for (const subject of Object.keys(leftovers?.state.subjects ?? {})) {
   if (subject.split('.')[1]?.startsWith('bench-hub-')) await jsm.streams.purge('EVENTS', { filter: subject });
 }
 
@@ -166,6 +168,10 @@ say(`starting ${hubCount} hub process(es) to drain it...`);
 const hubs = await startHubs(split ? ['raw', 'analytics'] : Array.from({ length: hubCount }, () => 'both' as const));
 const drainStart = Date.now();
 const cpuBefore = hubs.map((h) => sampleProcess(h.child.pid!).cpuSeconds);
+// Where the rest of the two cores goes: the three NATS nodes and QuestDB share the machine with the hub.
+const natsPids = pidsNamed('nats-server');
+const questdbPids = [stack.pid('questdb')].filter((pid): pid is number => pid !== null);
+const serversBefore = { nats: cpuSecondsOf(natsPids), questdb: cpuSecondsOf(questdbPids) };
 let rawDoneAt = 0;
 let analyticsDoneAt = 0;
 let peakRss = 0;
@@ -195,6 +201,14 @@ for (;;) {
 const drainSeconds = ((rawDoneAt || Date.now()) - drainStart) / 1000;
 const analyticsSeconds = ((analyticsDoneAt || Date.now()) - drainStart) / 1000;
 const hubCpu = hubs.reduce((sum, h, i) => sum + sampleProcess(h.child.pid!).cpuSeconds - cpuBefore[i]!, 0);
+const natsCpu = cpuSecondsOf(natsPids) - serversBefore.nats;
+const questdbCpu = cpuSecondsOf(questdbPids) - serversBefore.questdb;
+const wholeDrainSeconds = Math.max(drainSeconds, analyticsSeconds);
+// QuestDB applies WAL transactions after it acknowledged them; count once window_results caught up (60 s at most).
+for (const until = Date.now() + 60_000; Date.now() < until; await new Promise((r) => setTimeout(r, 500))) {
+  const [txn] = await sql<[number, number]>(`select writerTxn, sequencerTxn from wal_tables() where name = 'window_results'`);
+  if (txn && Number(txn[0]) === Number(txn[1])) break;
+}
 const windowRows = Number((await sql<[number]>(`select count() from window_results where key like '${agentId}%'`))[0]?.[0] ?? 0);
 
 // (2) live
@@ -232,7 +246,10 @@ const result = {
   rawEventsPerSecond: Math.round(totalEvents / drainSeconds),
   analyticsEventsPerSecond: Math.round(totalEvents / analyticsSeconds),
   windowResultRows: windowRows,
-  hubCpuPercent: Math.round((hubCpu / drainSeconds) * 100),
+  /** CPU over the whole drain (until both the raw rows and the analytics were done); 100 = one core. */
+  hubCpuPercent: Math.round((hubCpu / wholeDrainSeconds) * 100),
+  natsCpuPercent: Math.round((natsCpu / wholeDrainSeconds) * 100),
+  questdbCpuPercent: Math.round((questdbCpu / wholeDrainSeconds) * 100),
   hubPeakRssMB: Math.round(peakRss / 2 ** 20),
   liveRate,
   liveEventsSent: liveSent,
@@ -249,7 +266,7 @@ process.stdout.write(
       'JetStream publish ev/s': publishEventsPerSecond.toLocaleString('en-US'),
       'raw rows/s': result.rawEventsPerSecond.toLocaleString('en-US'),
       'analytics events/s': result.analyticsEventsPerSecond.toLocaleString('en-US'),
-      'hub CPU %': result.hubCpuPercent,
+      'CPU % hub / 3 NATS / QuestDB': `${result.hubCpuPercent} / ${result.natsCpuPercent} / ${result.questdbCpuPercent}`,
       'hub peak RSS MB': result.hubPeakRssMB,
       [`live ${liveRate / 1000}k ev/s: device ts -> row p50/p95/p99 ms`]: `${result.liveLatencyMs.p50} / ${result.liveLatencyMs.p95} / ${result.liveLatencyMs.p99}`,
     },

@@ -14,6 +14,7 @@ export interface HubConfig {
   sink: {
     maxRows: number;
     flushIntervalMs: number;
+    backlogFlushIntervalMs: number;
     maxBufferedRows: number;
     retryInitialMs: number;
     retryMaxMs: number;
@@ -167,6 +168,13 @@ export const hubConfigSchema = {
           minimum: 1,
           default: 100,
           description: 'Flush when the oldest buffered row is this old (latency target: p95 < 1 s end to end).',
+        },
+        backlogFlushIntervalMs: {
+          type: 'integer',
+          minimum: 1,
+          default: 1000,
+          description:
+            'The same while the hub is behind (the server has more messages for it): fewer, larger QuestDB transactions, each an out-of-order merge for the server.',
         },
         maxBufferedRows: {
           type: 'integer',

@@ -29,6 +29,8 @@ export interface HubWorkerSettings {
   maxRows: number;
   /** Flush when the oldest buffered row is this old. */
   flushIntervalMs: number;
+  /** The same while the consumer is behind (a backlog): fewer, larger QuestDB transactions. */
+  backlogFlushIntervalMs: number;
   /** Stop reading while this many rows are buffered or in flight. */
   maxBufferedRows: number;
   retryInitialMs: number;
@@ -150,6 +152,8 @@ export class HubWorker {
   private lastFlush: WorkerStatus['lastFlush'];
   private roomWaiters: Array<() => void> = [];
   private state: WorkerState = 'starting';
+  /** The last message said the server had more for this consumer: draining a backlog. */
+  private behind = false;
   private stopping = false;
   private readonly throttle = new Throttle(10_000);
   private readonly clock: Clock;
@@ -241,6 +245,7 @@ export class HubWorker {
   }
 
   private accept(message: HeldMessage): void {
+    this.behind = message.pending > 0;
     const events = message.batch.events.length;
     this.stats.messages++;
     this.stats.events += events;
@@ -337,7 +342,10 @@ export class HubWorker {
       return;
     }
     if (this.flushTimer) return;
-    const due = (this.oldestAt ?? this.clock.now()) + this.settings.flushIntervalMs;
+    // Behind (the server had more messages for us): each QuestDB transaction costs the server an out-of-order merge
+    // with dedup, so fewer and larger ones let it keep up; the rows of a backlog are late anyway.
+    const interval = this.behind ? this.settings.backlogFlushIntervalMs : this.settings.flushIntervalMs;
+    const due = (this.oldestAt ?? this.clock.now()) + interval;
     this.flushTimer = setTimeout(() => {
       this.flushTimer = undefined;
       void this.flush();

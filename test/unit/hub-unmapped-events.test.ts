@@ -179,6 +179,7 @@ function message(...events: WireEvent[]): FakeMessage {
       bytes: 10,
       seq: ++seq,
       redelivered: false,
+      pending: 0,
       ack: () => void state.acked++,
       nak: (delayMs?: number) => void state.naked.push(delayMs),
     },
@@ -188,6 +189,7 @@ function message(...events: WireEvent[]): FakeMessage {
 
 const settings: HubWorkerSettings = {
   maxRows: 1000,
+  backlogFlushIntervalMs: 60_000,
   flushIntervalMs: 60_000, // tests flush explicitly
   maxBufferedRows: 10_000,
   retryInitialMs: 60_000,

@@ -103,6 +103,7 @@ function message(...ids: string[]): FakeMessage {
       bytes: 10,
       seq: ++seq,
       redelivered: false,
+      pending: 0,
       ack: () => void state.acked++,
       nak: (delayMs?: number) => void state.naked.push(delayMs),
     },
@@ -112,6 +113,7 @@ function message(...ids: string[]): FakeMessage {
 
 const settings: HubWorkerSettings = {
   maxRows: 1000,
+  backlogFlushIntervalMs: 60_000,
   flushIntervalMs: 60_000, // tests flush explicitly unless they test the triggers
   maxBufferedRows: 10_000,
   retryInitialMs: 60_000, // no automatic retry unless the test asks for it
@@ -230,6 +232,23 @@ test('flushes when the oldest buffered row is flushIntervalMs old', async () => 
   source.push(m1.item);
   await until(() => m1.acked === 1, 'acked by the interval flush');
   assert.ok(Date.now() - started >= 15);
+  await stop();
+});
+
+test('while the server has more messages for it, the worker flushes at backlogFlushIntervalMs instead', async () => {
+  const { source, stop } = setup({ flushIntervalMs: 10, backlogFlushIntervalMs: 200 });
+  const behind = message('e1');
+  behind.item.pending = 500;
+  const started = Date.now();
+  source.push(behind.item);
+  await until(() => behind.acked === 1, 'acked by the backlog interval flush');
+  const waited = Date.now() - started;
+  assert.ok(waited >= 150, `flushed after ${waited} ms, not at the 10 ms interval`);
+  const caughtUp = message('e2');
+  const again = Date.now();
+  source.push(caughtUp.item);
+  await until(() => caughtUp.acked === 1, 'acked by the normal interval flush');
+  assert.ok(Date.now() - again < 150, 'caught up: the short interval again');
   await stop();
 });
 

@@ -13,6 +13,8 @@ export type Inbound =
       /** Stream sequence, for logs. */
       seq: number;
       redelivered: boolean;
+      /** Messages the server still had for this consumer when it delivered this one (0: caught up). */
+      pending: number;
       /** Done with it: it will not be delivered again. Only after its rows are durable. */
       ack(): void;
       /** Give it back for redelivery after `delayMs` (to this or another hub process). */

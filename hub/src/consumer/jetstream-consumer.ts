@@ -166,6 +166,7 @@ export class JetStreamBatchSource implements BatchSource {
         bytes,
         seq: message.seq,
         redelivered: message.redelivered,
+        pending: message.info.pending,
         ack: () => message.ack(),
         nak: (delayMs?: number) => message.nak(delayMs),
       };
