@@ -9,36 +9,22 @@ import { parseArgs } from 'node:util';
 import { encodeSnapshot } from '../hub/src/analytics/kv-snapshot-store.js';
 import { OperatorSet } from '../hub/src/analytics/operator-set.js';
 import { readRuleFiles } from '../hub/src/rules/kv-rule-store.js';
-import type { EventBatch, WireEvent } from '../shared/wire.js';
+import type { EventBatch } from '../shared/wire.js';
+import { mixEvent } from './lib/hub-event-mix.js';
 import { machineDescription, table, writeResults } from './lib/measure.js';
 
 const { values } = parseArgs({ options: { events: { type: 'string', default: '400000' }, 'checkpoint-every': { type: 'string', default: '20000' } } });
 const totalEvents = Number(values.events);
 const checkpointEvery = Number(values['checkpoint-every']);
-const DEVICES = 2000;
-const USERS = 5000;
 const PER_BATCH = 500;
 
 const rules = readRuleFiles(new URL('../hub/rules', import.meta.url).pathname).rules.map(({ rule }) => rule);
 const operators = new OperatorSet(rules, { maxOutOfOrdernessMs: 5000, idleTimeoutMs: 30000, advanceWhenAllIdle: true });
 
-/** The same mix as hub-throughput.ts: 80% telemetry over 2000 devices, 20% app events over 5000 users. */
-function makeEvent(n: number, nowMs: number): WireEvent {
-  if (n % 5 !== 4) {
-    const device = `d${n % DEVICES}`;
-    const body = { event_id: `e${n}`, device_id: device, timestamp: nowMs, metric: 'temperature', value: 20 + ((n * 7) % 70) };
-    return { id: body.event_id, type: 'device.telemetry', sv: 1, key: device, ts: nowMs * 1000, its: nowMs * 1000, src: 'bench', body };
-  }
-  const user = `u${n % USERS}`;
-  const kinds = ['video_play', 'video_complete', 'failed_login', 'login_success', 'page_view'];
-  const body = { event_id: `e${n}`, event_type: kinds[n % kinds.length]!, user_id: user, timestamp: nowMs, context: { device_type: 'tv' } };
-  return { id: body.event_id, type: 'app.event', sv: 1, key: user, ts: nowMs * 1000, its: nowMs * 1000, src: 'bench', body };
-}
-
 const start = Date.now() - 3_600_000;
 const batches: EventBatch[] = [];
 for (let i = 0; i < totalEvents; i += PER_BATCH) {
-  const events = Array.from({ length: Math.min(PER_BATCH, totalEvents - i) }, (_, j) => makeEvent(i + j, start + Math.floor(((i + j) / totalEvents) * 3_500_000)));
+  const events = Array.from({ length: Math.min(PER_BATCH, totalEvents - i) }, (_, j) => mixEvent(i + j, start + Math.floor(((i + j) / totalEvents) * 3_500_000), 'bench'));
   batches.push({ v: 1, agent: 'bench', partition: 0, first: i, last: i, events });
 }
 

@@ -21,6 +21,7 @@ import { encodeBatch, eventSubject, partitionOf, type WireEvent } from '../share
 import { freePort, startProcess, type ManagedProcess } from '../scripts/lib/processes.js';
 import { ensureRuntime, REPO_ROOT, RUNTIME_DIR } from '../scripts/lib/runtime.js';
 import { DEFAULT_PORTS, DEFAULT_STACK_DIR, stackStatus, startStack } from '../scripts/lib/stack.js';
+import { mixEvent } from './lib/hub-event-mix.js';
 import { cpuSecondsOf, machineDescription, pidsNamed, sampleProcess, table, writeResults } from './lib/measure.js';
 import { join } from 'node:path';
 
@@ -40,8 +41,6 @@ const split = values.split;
 const hubCount = split ? 2 : Number(values.hubs);
 const PARTITIONS = 8;
 const PER_BATCH = 500;
-const DEVICES = 2000;
-const USERS = 5000;
 const run = Date.now().toString(36);
 const agentId = `bench-hub-${run}`;
 const say = (line: string) => process.stderr.write(`${line}\n`);
@@ -72,19 +71,8 @@ for (const subject of Object.keys(leftovers?.state.subjects ?? {})) {
 }
 
 let sequence = 0;
-/** 80% telemetry (some devices overheat), 20% app events (views, completes, logins). */
-function makeEvent(nowMs: number): WireEvent {
-  const n = sequence++;
-  if (n % 5 !== 4) {
-    const device = `${agentId}-d${n % DEVICES}`;
-    const body = { event_id: `${agentId}-${n}`, device_id: device, timestamp: nowMs, metric: 'temperature', value: 20 + ((n * 7) % 70) };
-    return { id: body.event_id, type: 'device.telemetry', sv: 1, key: device, ts: nowMs * 1000, its: nowMs * 1000, src: 'bench', body };
-  }
-  const user = `${agentId}-u${n % USERS}`;
-  const kinds = ['video_play', 'video_complete', 'failed_login', 'login_success', 'page_view'];
-  const body = { event_id: `${agentId}-${n}`, event_type: kinds[n % kinds.length]!, user_id: user, timestamp: nowMs, context: { device_type: 'tv' } };
-  return { id: body.event_id, type: 'app.event', sv: 1, key: user, ts: nowMs * 1000, its: nowMs * 1000, src: 'bench', body };
-}
+/** The next event of the benchmark mix (benchmarks/lib/hub-event-mix.ts) at event time `nowMs`. */
+const makeEvent = (nowMs: number): WireEvent => mixEvent(sequence++, nowMs, agentId);
 
 let batchSeq = 0;
 /** Publishes events the way an agent does: one msgpack batch per partition, 64 publishes in flight. */

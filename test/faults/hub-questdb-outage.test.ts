@@ -11,31 +11,18 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { connect, type NatsConnection } from '@nats-io/transport-node';
 import { stackFromEnv } from '../../scripts/lib/stack.js';
-import { OperatorSet } from '../../hub/src/analytics/operator-set.js';
-import type { Rule, WindowResult } from '../../hub/src/operators/index.js';
 import { encodeRule, openRuleBucket, ruleKey } from '../../hub/src/rules/index.js';
-import { partitionOf, type WireEvent } from '../../shared/wire.js';
+import type { WireEvent } from '../../shared/wire.js';
 import { testStack } from '../support/env.js';
 import { agentPorts, freePort, startAgent, startHub, type AgentPorts, type ManagedProcess } from '../support/processes.js';
 import { query, waitFor } from '../support/questdb.js';
+import { countAndSumRule, offlineWindowValues, storedWindowValues } from '../support/window-check.js';
 
 const stack = testStack();
 const run = Date.now().toString(36);
 const agentId = `qdb-outage-${run}`;
 const metric = `outage_${run}`;
-const rule = {
-  kind: 'window',
-  name: `outage-count-${run}`,
-  eventType: 'device.telemetry',
-  keyBy: 'key',
-  where: { metric },
-  window: { type: 'tumbling', sizeMs: 10_000 },
-  aggregates: [
-    { name: 'n', fn: 'count' },
-    { name: 'total', fn: 'sum', field: 'value' },
-  ],
-  allowedLatenessMs: 0,
-} as unknown as Rule;
+const rule = countAndSumRule(`outage-count-${run}`, metric);
 const PARTITIONS = 8;
 const OUTAGE_MS = 30_000;
 const DEVICES = 24;
@@ -122,38 +109,10 @@ test('QuestDB stopped for 30 s under load: the hub resumes by itself, nothing lo
   assert.equal(Number(rows[0]!.n), events.length, 'every acknowledged event is in QuestDB, none twice');
   assert.equal(Number(rows[0]!.ids), events.length);
 
-  const expected = offline(events);
+  const expected = offlineWindowValues(rule, events, PARTITIONS, agentId);
   assert.ok(expected.size > DEVICES * 2 * 3, `the offline run closes windows (${expected.size / 2})`);
-  const read = async () => {
-    const found = await query<{ key: string; ts: string; n: number; total: number }>(
-      stack.questdbHttp,
-      `select key, ts, n, total from window_results where rule = '${rule.name}' and not superseded`,
-    );
-    const got = new Map<string, number>();
-    for (const row of found) {
-      got.set(`${row.key}|${Date.parse(row.ts)}|n`, Number(row.n));
-      got.set(`${row.key}|${Date.parse(row.ts)}|total`, Number(row.total));
-    }
-    return got;
-  };
+  const read = () => storedWindowValues(stack.questdbHttp, rule.name, ['n', 'total']);
   const got = await waitFor(read, (m) => [...expected.keys()].every((k) => m.has(k)), 60_000, 500);
   const wrong = [...expected].filter(([k, v]) => got.get(k) !== v);
   assert.deepEqual(wrong.slice(0, 5).map(([k, v]) => `${k}: expected ${v}, got ${got.get(k)}`), [], `${wrong.length} of ${expected.size} window values differ from the offline run`);
 });
-
-/** The same operators over the same input, partition by partition in order: (key|windowStart|aggregate) -> value. */
-function offline(events: WireEvent[]): Map<string, number> {
-  const watermark = { maxOutOfOrdernessMs: 5000, idleTimeoutMs: 30000, advanceWhenAllIdle: false };
-  const sets = Array.from({ length: PARTITIONS }, () => new OperatorSet([rule], watermark));
-  const expected = new Map<string, number>();
-  let seq = 0;
-  for (const event of events) {
-    const partition = partitionOf(event.key, PARTITIONS);
-    for (const output of sets[partition]!.apply({ v: 1, agent: agentId, partition, first: 0, last: 0, events: [event] }, ++seq, 0) ?? []) {
-      if (output.type !== 'window_result') continue;
-      const result = output as WindowResult;
-      for (const [name, value] of Object.entries(result.values)) expected.set(`${result.key}|${result.windowStart}|${name}`, Number(value));
-    }
-  }
-  return expected;
-}

@@ -11,31 +11,18 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { jetstreamManager } from '@nats-io/jetstream';
 import { connect, type NatsConnection } from '@nats-io/transport-node';
-import { OperatorSet } from '../../hub/src/analytics/operator-set.js';
-import type { Rule, WindowResult } from '../../hub/src/operators/index.js';
 import { encodeRule, openRuleBucket, ruleKey } from '../../hub/src/rules/index.js';
-import { partitionOf, type WireEvent } from '../../shared/wire.js';
+import type { WireEvent } from '../../shared/wire.js';
 import { testStack } from '../support/env.js';
 import { agentPorts, freePort, startAgent, startHub, type AgentPorts, type ManagedProcess } from '../support/processes.js';
 import { query, waitFor } from '../support/questdb.js';
+import { countAndSumRule, offlineWindowValues, storedWindowValues } from '../support/window-check.js';
 
 const stack = testStack();
 const run = Date.now().toString(36);
 const agentId = `analytics-${run}`;
 const metric = `it_${run}`;
-const rule = {
-  kind: 'window',
-  name: `it-count-${run}`,
-  eventType: 'device.telemetry',
-  keyBy: 'key',
-  where: { metric },
-  window: { type: 'tumbling', sizeMs: 10_000 },
-  aggregates: [
-    { name: 'n', fn: 'count' },
-    { name: 'total', fn: 'sum', field: 'value' },
-  ],
-  allowedLatenessMs: 0,
-} as unknown as Rule;
+const rule = countAndSumRule(`it-count-${run}`, metric);
 const PARTITIONS = 8;
 const LEASE_TTL_MS = 6000;
 
@@ -129,81 +116,10 @@ test('two workers share the partitions; after one is killed, window results equa
   const takeoverMs = Date.now() - killedAt;
   process.stderr.write(`worker B owned all ${takeover.length} partitions ${(takeoverMs / 1000).toFixed(1)} s after worker A was killed (lease TTL ${LEASE_TTL_MS / 1000} s)\n`);
 
-  const expected = offline(events);
+  const expected = offlineWindowValues(rule, events, PARTITIONS, agentId);
   assert.ok(expected.size > devices * 5, `the offline run closes windows (${expected.size})`);
-  const read = async () => {
-    const rows = await query<{ key: string; ts: string; n: number; total: number }>(
-      stack.questdbHttp,
-      `select key, ts, n, total from window_results where rule = '${rule.name}' and not superseded`,
-    );
-    const got = new Map<string, number>();
-    for (const row of rows) {
-      got.set(`${row.key}|${Date.parse(row.ts)}|n`, Number(row.n));
-      got.set(`${row.key}|${Date.parse(row.ts)}|total`, Number(row.total));
-    }
-    return got;
-  };
+  const read = () => storedWindowValues(stack.questdbHttp, rule.name, ['n', 'total']);
   const got = await waitFor(read, (m) => [...expected.keys()].every((k) => m.has(k)), 60_000, 500);
   const wrong = [...expected].filter(([k, v]) => got.get(k) !== v);
   assert.deepEqual(wrong.slice(0, 5).map(([k, v]) => `${k}: expected ${v}, got ${got.get(k)}`), [], `${wrong.length} of ${expected.size} window values differ from the offline run`);
-});
-
-/** The same operators over the same input, partition by partition in stream order: (key|windowStart|aggregate) -> value. */
-function offline(events: WireEvent[]): Map<string, number> {
-  const watermark = { maxOutOfOrdernessMs: 5000, idleTimeoutMs: 30000, advanceWhenAllIdle: false };
-  const sets = Array.from({ length: PARTITIONS }, () => new OperatorSet([rule], watermark));
-  const expected = new Map<string, number>();
-  let seq = 0;
-  for (const event of events) {
-    const partition = partitionOf(event.key, PARTITIONS);
-    const outputs = sets[partition]!.apply({ v: 1, agent: agentId, partition, first: 0, last: 0, events: [event] }, ++seq, 0) ?? [];
-    for (const output of outputs) {
-      if (output.type !== 'window_result') continue;
-      const result = output as WindowResult;
-      for (const [name, value] of Object.entries(result.values)) expected.set(`${result.key}|${result.windowStart}|${name}`, Number(value));
-    }
-  }
-  return expected;
-}
-
-test('a CEP rule put into KV while running raises one alert per episode, in QuestDB and on the ALERTS stream', async () => {
-  const alertMetric = `heat_${run}`;
-  const heat = {
-    kind: 'threshold_duration',
-    name: `it-heat-${run}`,
-    eventType: 'device.telemetry',
-    where: { metric: alertMetric },
-    keyBy: 'key',
-    field: 'value',
-    op: '>',
-    value: 80,
-    durationMs: 5000,
-    severity: 'warning',
-  };
-  const rules = await openRuleBucket(nc);
-  await rules.put(ruleKey(heat.name), encodeRule(heat));
-  // No restart: the running worker (B from the test above) picks the rule up from the watch.
-  await new Promise((r) => setTimeout(r, 2000));
-  const base = Math.max(Math.floor(Date.now() / 1000) * 1000 - 60_000, newestSentMs + 10_000);
-  const device = `${agentId}-hot`;
-  // 20 s above 80 (one episode), 5 s below, 3 s above (too short), then time moves on so the watermark passes.
-  const readings = [...Array.from({ length: 20 }, () => 90), ...Array.from({ length: 5 }, () => 20), ...Array.from({ length: 3 }, () => 95), ...Array.from({ length: 15 }, () => 20)];
-  const lines = readings.map((value, i) => JSON.stringify({ type: 'device.telemetry', event_id: `${device}-${i}`, device_id: device, timestamp: base + i * 1000, metric: alertMetric, value }));
-  const response = await fetch(`http://127.0.0.1:${ports.http}/v1/events`, { method: 'POST', headers: { 'content-type': 'application/x-ndjson' }, body: lines.join('\n') });
-  assert.equal(response.status, 200);
-  const rows = await waitFor(
-    () => query<{ key: string; ts: string; severity: string }>(stack.questdbHttp, `select key, ts, severity from alerts where rule = '${heat.name}'`),
-    (r) => r.length > 0,
-    60_000,
-    500,
-  );
-  await new Promise((r) => setTimeout(r, 3000)); // a second alert, if any, would have arrived by now
-  const final = await query<{ key: string; ts: string; severity: string }>(stack.questdbHttp, `select key, ts, severity from alerts where rule = '${heat.name}'`);
-  assert.equal(final.length, 1, `one alert for one long episode, none for the short one (${JSON.stringify(rows)})`);
-  assert.equal(final[0]!.key, device);
-  assert.equal(final[0]!.severity, 'warning');
-  const jsm = await jetstreamManager(nc);
-  const stored = await jsm.streams.getMessage('ALERTS', { last_by_subj: `alerts.${heat.name}` });
-  assert.equal((JSON.parse(new TextDecoder().decode(stored!.data)) as { key: string }).key, device, 'the alert is on the ALERTS stream');
-  await rules.delete(ruleKey(heat.name));
 });

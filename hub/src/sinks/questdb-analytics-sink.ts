@@ -165,9 +165,9 @@ export interface AnalyticsRowsResult {
 }
 
 /**
- * Pure: the rows of window results and alerts (times converted from epoch ms to µs). A window result gives one row
- * per aggregate, plus one tombstone per aggregate for each replaced session whose start differs from its own
- * (a session that kept its start is overwritten by the new row itself). Other output types are ignored.
+ * Pure: the rows of window results and alerts (times converted from epoch ms to µs). A window result gives one row,
+ * plus one tombstone for each replaced session whose start differs from its own (a session that kept its start is
+ * overwritten by the new row itself). Other output types are ignored.
  */
 export function analyticsRows(outputs: ReadonlyArray<WindowResult | Alert>, tables: AnalyticsTables = DEFAULT_ANALYTICS_TABLES): AnalyticsRowsResult {
   const rows: AnalyticsRow[] = [];
