@@ -45,6 +45,7 @@ export interface HubConfig {
     replicas: number;
     leaseTtlMs: number;
     checkpointIntervalMs: number;
+    outputFlushIntervalMs: number;
     maxPendingOutputs: number;
     ackWaitMs: number;
     maxAckPending: number;
@@ -344,6 +345,13 @@ export const hubConfigSchema = {
           minimum: 100,
           default: 2000,
           description: 'How often outputs are flushed, the snapshot saved and the covered messages acked.',
+        },
+        outputFlushIntervalMs: {
+          type: 'integer',
+          minimum: 50,
+          default: 250,
+          description:
+            'Between checkpoints, how often window results, alerts and late events are written out (upserts and deduplicated publishes, so a replay repeats them harmlessly): results show this soon, not at the next checkpoint.',
         },
         maxPendingOutputs: { type: 'integer', minimum: 1, default: 20000, description: 'Checkpoint early when this many outputs wait for the next flush.' },
         ackWaitMs: {

@@ -299,9 +299,11 @@ describe('QuestDbAnalyticsSink', () => {
     await new Promise((resolve) => setImmediate(resolve));
     s.write([result()]);
     const second = s.flush();
+    const third = s.flush();
+    assert.equal(third, second, 'a flush that has not started yet is shared by later calls');
     sender.hold = undefined;
     release();
-    await Promise.all([first, second]);
+    await Promise.all([first, second, third]);
     assert.deepEqual(
       sender.sent.map((batch) => batch.length),
       [1, 1],

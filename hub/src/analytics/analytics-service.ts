@@ -86,6 +86,7 @@ export class AnalyticsService {
       this.current,
       {
         checkpointIntervalMs: this.config.checkpointIntervalMs,
+        outputFlushIntervalMs: this.config.outputFlushIntervalMs,
         maxPendingOutputs: this.config.maxPendingOutputs,
         ackWaitMs: this.config.ackWaitMs,
         maxAckPending: this.config.maxAckPending,

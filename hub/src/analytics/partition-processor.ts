@@ -46,6 +46,8 @@ export interface AlertStream {
 
 export interface PartitionProcessorSettings {
   checkpointIntervalMs: number;
+  /** Between checkpoints, write outputs out this often (they are idempotent; only the ack waits for a snapshot). */
+  outputFlushIntervalMs: number;
   /** Checkpoint early when this many outputs wait for the next flush (bounds memory). */
   maxPendingOutputs: number;
   ackWaitMs: number;
@@ -108,6 +110,8 @@ export class PartitionProcessor {
   private lateEvents: DeadLetter[] = [];
   private alerts: Alert[] = [];
   private checkpointing: Promise<void> | undefined;
+  private outputFlush: Promise<void> | undefined;
+  private lastOutputFlushAt = 0;
   readonly stats: PartitionStats;
 
   constructor(
@@ -167,7 +171,7 @@ export class PartitionProcessor {
     this.messages = await consumer.consume({ max_messages: 32 });
     log.info({ partition: this.partition, generation: this.generation, fromSeq: this.set.streamSeq + 1, rules: this.set.rules() }, 'partition taken');
     this.loop = this.run().catch((error: unknown) => log.error({ err: error, partition: this.partition }, 'partition loop failed'));
-    this.timer = setInterval(() => void this.tick(), Math.min(1000, this.settings.checkpointIntervalMs));
+    this.timer = setInterval(() => void this.tick(), Math.min(1000, this.settings.checkpointIntervalMs, this.settings.outputFlushIntervalMs));
     this.timer.unref();
   }
 
@@ -258,13 +262,55 @@ export class PartitionProcessor {
     }
   }
 
-  /** Every second: let idle agents' time pass (fires windows and absence rules), checkpoint when due. */
+  /**
+   * Every tick: let idle agents' time pass (fires windows and absence rules), checkpoint when due, and in between
+   * write the outputs out every `outputFlushIntervalMs`.
+   */
   private async tick(): Promise<void> {
     if (this.stopping || this.checkpointing) return;
-    const outputs = this.set.advance(this.deps.now());
+    const now = this.deps.now();
+    const outputs = this.set.advance(now);
     if (outputs.length > 0) this.route(outputs, { agent: 'hub', partition: this.partition, events: [] }, this.set.streamSeq);
-    const due = this.deps.now() - (this.stats.lastCheckpointAt ?? 0) >= this.settings.checkpointIntervalMs;
-    if (due && (this.set.streamSeq > this.lastCheckpointSeq || this.pendingOutputs > 0 || this.lateEvents.length > 0)) await this.checkpointSafely();
+    const due = now - (this.stats.lastCheckpointAt ?? 0) >= this.settings.checkpointIntervalMs;
+    const hasOutputs = this.pendingOutputs > 0 || this.lateEvents.length > 0 || this.alerts.length > 0;
+    if (due && (this.set.streamSeq > this.lastCheckpointSeq || hasOutputs)) {
+      await this.checkpointSafely();
+      return;
+    }
+    // Not while draining a backlog: there every small QuestDB transaction costs the server an out-of-order merge,
+    // and the results of a backlog are late anyway.
+    const behind = (this.lastMessage?.info.pending ?? 0) > 0;
+    if (hasOutputs && !behind && now - this.lastOutputFlushAt >= this.settings.outputFlushIntervalMs) this.flushOutputs();
+  }
+
+  /**
+   * Writes the outputs so far without a snapshot or an ack, while the message loop goes on: QuestDB rows are upserts
+   * and the DLQ and ALERTS publishes carry message ids, so a replay after a crash (from the last snapshot) repeats
+   * them harmlessly. What fails stays for the checkpoint, which waits for this and writes everything before it acks.
+   */
+  private flushOutputs(): void {
+    if (this.outputFlush || this.checkpointing) return;
+    this.lastOutputFlushAt = this.deps.now();
+    const late = this.lateEvents;
+    const alerts = this.alerts;
+    const written = this.pendingOutputs;
+    this.lateEvents = [];
+    this.alerts = [];
+    this.outputFlush = (async () => {
+      try {
+        await this.deps.sink.flush();
+        if (late.length > 0) await this.deps.late.publish(late);
+        if (alerts.length > 0) await this.deps.alerts.publish(alerts);
+        this.pendingOutputs = Math.max(0, this.pendingOutputs - written);
+      } catch (error) {
+        // Back in front, in order; publishing them again is harmless (same message ids).
+        this.lateEvents = [...late, ...this.lateEvents];
+        this.alerts = [...alerts, ...this.alerts];
+        this.deps.log.debug({ partition: this.partition, err: errorMessage(error) }, 'output flush failed; the checkpoint retries');
+      }
+    })().finally(() => {
+      this.outputFlush = undefined;
+    });
   }
 
   private async checkpointSafely(): Promise<boolean> {
@@ -283,6 +329,8 @@ export class PartitionProcessor {
   private checkpoint(): Promise<void> {
     if (this.checkpointing) return this.checkpointing;
     const run = async () => {
+      // An output flush in progress goes first: its alerts and late events are not in the lists below.
+      if (this.outputFlush) await this.outputFlush;
       await this.deps.sink.flush();
       this.pendingOutputs = 0;
       if (this.lateEvents.length > 0) {

@@ -299,6 +299,8 @@ export class QuestDbAnalyticsSink {
   private pending = new Map<string, AnalyticsRow>();
   /** The last queued flush; the next one starts after it settles. */
   private tail: Promise<void> = Promise.resolve();
+  /** A flush waiting for the one in flight; later calls share it. */
+  private queued: Promise<void> | undefined;
   /** Lower-cased names of the window table's columns known to be there (DOUBLE, for the aggregates). */
   private readonly windowColumns: Set<string>;
   private readonly tables: AnalyticsTables;
@@ -332,10 +334,15 @@ export class QuestDbAnalyticsSink {
    * (the rows stay buffered and the next flush sends them). Calls are queued, never concurrent.
    */
   flush(): Promise<void> {
-    const run = this.tail.then(
-      () => this.send(),
-      () => this.send(),
-    );
+    // A flush that is queued and has not started yet sends what was written before this call too: share it, so
+    // many partitions flushing at once make one QuestDB transaction, not one each.
+    if (this.queued) return this.queued;
+    const start = () => {
+      this.queued = undefined;
+      return this.send();
+    };
+    const run = this.tail.then(start, start);
+    this.queued = run;
     this.tail = run.catch(() => undefined);
     return run;
   }

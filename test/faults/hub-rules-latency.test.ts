@@ -1,0 +1,94 @@
+/**
+ * What the rules find is visible before the next checkpoint: window results (and alerts, late events) are written
+ * out every `outputFlushIntervalMs` between checkpoints, since they are idempotent; only the ack waits for the
+ * snapshot. With a 30 s checkpoint interval, a window closed by the watermark must be in QuestDB within a few
+ * seconds, and its partition must not have checkpointed meanwhile.
+ *
+ * (In test/faults, after hub-questdb-outage: the event times here are later than those of every analytics test
+ * before it. Each of them replays what EVENTS still holds into a fresh state, and a partition's watermark never
+ * goes back, so a later test with earlier event times would see its events as late.)
+ */
+import { after, before, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { mkdtempSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { jetstreamManager } from '@nats-io/jetstream';
+import { connect, type NatsConnection } from '@nats-io/transport-node';
+import { encodeRule, openRuleBucket, ruleKey } from '../../hub/src/rules/index.js';
+import type { PartitionStats } from '../../hub/src/analytics/partition-processor.js';
+import { partitionOf } from '../../shared/wire.js';
+import { testStack } from '../support/env.js';
+import { agentPorts, freePort, startAgent, startHub, type AgentPorts, type ManagedProcess } from '../support/processes.js';
+import { waitFor } from '../support/questdb.js';
+import { countAndSumRule, storedWindowValues } from '../support/window-check.js';
+
+const stack = testStack();
+const run = Date.now().toString(36);
+const agentId = `rules-latency-${run}`;
+const metric = `latency_${run}`;
+const rule = countAndSumRule(`latency-count-${run}`, metric);
+const PARTITIONS = 8;
+
+let nc: NatsConnection;
+let agent: ManagedProcess;
+let hub: ManagedProcess;
+let hubPort: number;
+let ports: AgentPorts;
+
+before(async () => {
+  nc = await connect({ servers: stack.natsUrls });
+  await (await openRuleBucket(nc)).put(ruleKey(rule.name), encodeRule(rule));
+  ports = await agentPorts();
+  agent = await startAgent(agentId, stack.natsUrls, ports, mkdtempSync(join(tmpdir(), 'agent-')));
+  hubPort = await freePort();
+  hub = await startHub('rules-latency', stack.natsUrls, stack.questdbHttp, {
+    HUB_HTTP__PORT: String(hubPort),
+    HUB_ANALYTICS__WORKERID: `rules-latency-${run}`,
+    HUB_ANALYTICS__LEASESBUCKET: `leases-${run}`,
+    HUB_ANALYTICS__STATEBUCKET: `state-${run}`,
+    HUB_ANALYTICS__CHECKPOINTINTERVALMS: '30000',
+    HUB_ANALYTICS__ACKWAITMS: '300000',
+    HUB_ANALYTICS__OUTPUTFLUSHINTERVALMS: '250',
+  });
+});
+
+after(async () => {
+  await agent?.stop();
+  await hub?.stop();
+  await (await openRuleBucket(nc)).delete(ruleKey(rule.name)).catch(() => undefined);
+  await nc?.close();
+});
+
+test('a closed window is in QuestDB within seconds, long before the next checkpoint', async () => {
+  const partitions = async () =>
+    ((await (await fetch(`http://127.0.0.1:${hubPort}/healthz`)).json()) as { analytics?: { partitions: PartitionStats[] } }).analytics?.partitions ?? [];
+  const device = `${agentId}-d0`;
+  const partition = partitionOf(device, PARTITIONS);
+  const base = Math.ceil(Date.now() / 10_000) * 10_000 + 900_000;
+  const post = async (events: object[]) => {
+    const body = events.map((event) => JSON.stringify({ type: 'device.telemetry', device_id: device, ...event })).join('\n');
+    const response = await fetch(`http://127.0.0.1:${ports.http}/v1/events`, { method: 'POST', headers: { 'content-type': 'application/x-ndjson' }, body });
+    assert.equal(response.status, 200);
+  };
+  // The fresh state first replays what EVENTS still holds of earlier tests; then a reading of another metric (the
+  // rule ignores it) makes the device's partition checkpoint, so the next checkpoint is 30 s away.
+  const consumer = `state-${run}-p${partition}-g1`;
+  const jsm = await jetstreamManager(nc);
+  await waitFor(() => jsm.consumers.info('EVENTS', consumer).then((info) => info.num_pending, () => -1), (pending) => pending === 0, 300_000, 500);
+  const checkpoints = async () => (await partitions()).find((p) => p.partition === partition)?.checkpoints ?? 0;
+  const beforePrimer = await checkpoints();
+  await post([{ event_id: `${agentId}-primer`, timestamp: base - 60_000, metric: `other_${run}`, value: 0 }]);
+  const before = await waitFor(checkpoints, (n) => n > beforePrimer, 60_000, 100);
+
+  // 17 readings one second apart: the watermark (newest - 5 s) passes the end of the first 10 s window.
+  const sentAt = Date.now();
+  await post(Array.from({ length: 17 }, (_, i) => ({ event_id: `${agentId}-${i}`, timestamp: base + i * 1000, metric, value: i })));
+  const got = await waitFor(() => storedWindowValues(stack.questdbHttp, rule.name, ['n', 'total']), (m) => m.size > 0, 20_000, 100);
+  const visibleMs = Date.now() - sentAt;
+  process.stderr.write(`window result visible ${visibleMs} ms after the events were sent (checkpoint interval 30 s)\n`);
+  assert.equal(got.get(`${device}|${base}|n`), 10);
+  assert.equal(got.get(`${device}|${base}|total`), 45);
+  assert.equal(await checkpoints(), before, 'written by an output flush, not by a checkpoint');
+  assert.ok(visibleMs < 10_000, `visible after ${visibleMs} ms`);
+});
