@@ -62,14 +62,6 @@ const sql = async <T>(query: string): Promise<T[]> => {
   return body.dataset ?? [];
 };
 
-// Events an earlier, interrupted run left behind would reach the fresh analytics state first and move its watermark
-// past this run's backlog (which would then be late data): purge every bench agent's subjects first.
-// (On a new stack EVENTS does not exist yet; the hub creates it.)
-const leftovers = await jsm.streams.info('EVENTS', { subjects_filter: 'events.>' }).catch(() => undefined);
-for (const subject of Object.keys(leftovers?.state.subjects ?? {})) {
-  if (subject.split('.')[1]?.startsWith('bench-hub-')) await jsm.streams.purge('EVENTS', { filter: subject });
-}
-
 let sequence = 0;
 /** The next event of the benchmark mix (benchmarks/lib/hub-event-mix.ts) at event time `nowMs`. */
 const makeEvent = (nowMs: number): WireEvent => mixEvent(sequence++, nowMs, agentId);
@@ -128,6 +120,8 @@ const startHubs = async (roles: Role[]): Promise<ManagedProcess[]> => {
           // would make this run's hour-old backlog late data (correctly, but that is not what we measure).
           HUB_ANALYTICS__STATEBUCKET: stateBucket,
           HUB_ANALYTICS__LEASESBUCKET: leasesBucket,
+          // Starts after what EVENTS held when the setup hub took the partitions (an interrupted run's leftovers).
+          HUB_ANALYTICS__FRESHSTART: 'new',
           HUB_NATS__NAME: `bench-hub-${i}`,
           HUB_CONSUMER__ENABLED: String(role !== 'analytics'),
           HUB_ANALYTICS__ENABLED: String(role !== 'raw'),

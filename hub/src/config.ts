@@ -50,6 +50,7 @@ export interface HubConfig {
     ackWaitMs: number;
     maxAckPending: number;
     inactiveThresholdMs: number;
+    freshStart: 'all' | 'new';
     watermark: { maxOutOfOrdernessMs: number; idleTimeoutMs: number; advanceWhenAllIdle: boolean };
   };
   http: { host: string; port: number };
@@ -368,6 +369,12 @@ export const hubConfigSchema = {
           description:
             'A partition nobody reads for this long loses its consumer (deleted by the server), so an abandoned one cannot hold EVENTS ' +
             'messages forever; the next owner then resumes at the oldest message still stored.',
+        },
+        freshStart: {
+          enum: ['all', 'new'],
+          default: 'all',
+          description:
+            'Where a partition without a snapshot (a new state bucket) starts: all = every message EVENTS still holds; new = only what is published after the first worker took it.',
         },
         watermark: watermarkSettingsSchema,
       },

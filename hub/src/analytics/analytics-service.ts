@@ -91,6 +91,7 @@ export class AnalyticsService {
         ackWaitMs: this.config.ackWaitMs,
         maxAckPending: this.config.maxAckPending,
         inactiveThresholdMs: this.config.inactiveThresholdMs,
+        freshStart: this.config.freshStart,
         consumerPrefix: this.config.stateBucket,
         watermark: this.config.watermark,
       },

@@ -60,6 +60,11 @@ export interface PartitionProcessorSettings {
   inactiveThresholdMs: number;
   /** Consumer names start with it (one per analytics deployment, from its state bucket). */
   consumerPrefix: string;
+  /**
+   * A partition without a snapshot starts at the first message EVENTS holds (`all`), or after the last one at the
+   * time of the first claim (`new`: the claim's snapshot then covers everything before, so a takeover resumes there).
+   */
+  freshStart: 'all' | 'new';
   watermark: WatermarkSettings;
 }
 
@@ -145,6 +150,7 @@ export class PartitionProcessor {
       const fresh = this.set.restore(loaded.state.operators);
       if (fresh.length > 0) log.info({ partition: this.partition, rules: fresh }, 'rules changed since the snapshot start empty');
     }
+    if (!loaded.state && this.settings.freshStart === 'new') this.set.streamSeq = (await jsm.streams.info(EVENTS_STREAM)).state.last_seq;
     this.generation = (loaded.state?.generation ?? 0) + 1;
     this.stats.generation = this.generation;
     // The claim: fails with PARTITION_FENCED if another worker saved meanwhile.
