@@ -277,7 +277,10 @@ export class PartitionProcessor {
     const now = this.deps.now();
     const outputs = this.set.advance(now);
     if (outputs.length > 0) this.route(outputs, { agent: 'hub', partition: this.partition, events: [] }, this.set.streamSeq);
-    const due = now - (this.stats.lastCheckpointAt ?? 0) >= this.settings.checkpointIntervalMs;
+    // Due at multiples of the interval on the clock, so the partitions of a worker checkpoint together and their
+    // sink flushes share one QuestDB transaction (the sink shares a queued flush) instead of one each.
+    const interval = this.settings.checkpointIntervalMs;
+    const due = Math.floor(now / interval) > Math.floor((this.stats.lastCheckpointAt ?? 0) / interval);
     const hasOutputs = this.pendingOutputs > 0 || this.lateEvents.length > 0 || this.alerts.length > 0;
     if (due && (this.set.streamSeq > this.lastCheckpointSeq || hasOutputs)) {
       await this.checkpointSafely();
