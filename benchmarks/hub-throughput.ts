@@ -131,7 +131,15 @@ const startHubs = async (roles: Role[]): Promise<ManagedProcess[]> => {
   }
   return started;
 };
-await Promise.all((await startHubs(['both'])).map((h) => h.stop()));
+// It also claims every partition (freshStart=new: the claim covers what EVENTS held before this run's backlog).
+const setupHubs = await startHubs(['both']);
+for (const until = Date.now() + 60_000; Date.now() < until; await new Promise((r) => setTimeout(r, 200))) {
+  const health = await fetch(`http://127.0.0.1:${hubPorts[0]}/healthz`)
+    .then((r) => r.json() as Promise<{ analytics?: { owned: number[] } }>)
+    .catch(() => ({}) as { analytics?: { owned: number[] } });
+  if (health.analytics?.owned.length === PARTITIONS) break;
+}
+await Promise.all(setupHubs.map((h) => h.stop()));
 hubPorts.length = 0;
 
 // (1) backlog

@@ -78,6 +78,13 @@ test('QuestDB stopped for 30 s under load: the hub resumes by itself, nothing lo
       .then(async (r) => (await r.json()) as { status: string })
       .catch(() => ({ status: 'no answer' }));
 
+  // Every partition claimed first: with freshStart=new a partition claimed later would start after these events.
+  await waitFor(
+    () => fetch(`http://127.0.0.1:${hubPort}/healthz`).then(async (r) => ((await r.json()) as { analytics?: { owned: number[] } }).analytics?.owned ?? []),
+    (owned) => owned.length === PARTITIONS,
+    60_000,
+    200,
+  );
   let step = 0;
   const sendFor = async (ms: number, onTick?: () => Promise<void>) => {
     const until = Date.now() + ms;

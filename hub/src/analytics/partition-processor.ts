@@ -117,6 +117,7 @@ export class PartitionProcessor {
   private checkpointing: Promise<void> | undefined;
   private outputFlush: Promise<void> | undefined;
   private lastOutputFlushAt = 0;
+  private lastFailedCheckpointAt = 0;
   readonly stats: PartitionStats;
 
   constructor(
@@ -280,7 +281,10 @@ export class PartitionProcessor {
     // Due at multiples of the interval on the clock, so the partitions of a worker checkpoint together and their
     // sink flushes share one QuestDB transaction (the sink shares a queued flush) instead of one each.
     const interval = this.settings.checkpointIntervalMs;
-    const due = Math.floor(now / interval) > Math.floor((this.stats.lastCheckpointAt ?? 0) / interval);
+    const due =
+      Math.floor(now / interval) > Math.floor((this.stats.lastCheckpointAt ?? 0) / interval) &&
+      // After a failed checkpoint (QuestDB or NATS down), the next attempt waits a second, not a tick.
+      now - this.lastFailedCheckpointAt >= 1000;
     const hasOutputs = this.pendingOutputs > 0 || this.lateEvents.length > 0 || this.alerts.length > 0;
     if (due && (this.set.streamSeq > this.lastCheckpointSeq || hasOutputs)) {
       await this.checkpointSafely();
@@ -328,6 +332,7 @@ export class PartitionProcessor {
       return true;
     } catch (error) {
       this.stats.checkpointFailures++;
+      this.lastFailedCheckpointAt = this.deps.now();
       this.deps.log.warn({ partition: this.partition, err: errorMessage(error) }, 'checkpoint failed; nothing acked, retrying');
       if (error instanceof HubError && error.code === HubErrorCode.PARTITION_FENCED) this.fence();
       return false;
