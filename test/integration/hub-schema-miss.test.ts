@@ -243,7 +243,12 @@ describe('events of a schema version the hub did not map at start', () => {
     await otherHubPublishes();
 
     await waitFor(() => metric(/^hub_schema_versions_learned_total\{via="watch"\}/), (n) => (n ?? 0) >= 1, 15000);
-    const columns = await query<{ column: string; type: string }>(stack.questdbHttp, `show columns from ${statusTable}`);
+    // On a WAL table an ALTER is applied asynchronously: SHOW COLUMNS may lag it by a moment.
+    const columns = await waitFor(
+      () => query<{ column: string; type: string }>(stack.questdbHttp, `show columns from ${statusTable}`),
+      (list) => list.some((c) => c.column === 'quality'),
+      15000,
+    );
     assert.ok(columns.some((c) => c.column === 'quality' && c.type === 'LONG'), `columns: ${columns.map((c) => c.column).join(', ')}`);
 
     await publishBatch([wireEvent('s2', status, 2, { quality: 5 }, 5)]);
