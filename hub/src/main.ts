@@ -34,9 +34,6 @@ import { createQuestDbAnalyticsSink, type QuestDbAnalyticsSink } from './sinks/q
 
 class ShutdownRequested extends Error {}
 
-/** The worker part of /healthz in a process without the raw path (consumer.enabled=false), once analytics runs. */
-const analyticsOnlyStatus: WorkerStatus = { state: 'running', lastFlush: undefined, failingSince: undefined, bufferedRows: 0, heldMessages: 0, unresolvedMessages: 0 };
-
 const startingStatus: WorkerStatus = {
   state: 'starting',
   lastFlush: undefined,
@@ -45,6 +42,9 @@ const startingStatus: WorkerStatus = {
   heldMessages: 0,
   unresolvedMessages: 0,
 };
+
+/** The worker part of /healthz in a process without the raw path (consumer.enabled=false), once analytics runs. */
+const analyticsOnlyStatus: WorkerStatus = { ...startingStatus, state: 'running' };
 
 /** Retries a start-up step with backoff until it succeeds, fails permanently, or shutdown is requested. */
 async function retrying<T>(what: string, step: () => Promise<T>, signal: AbortSignal, log: Logger): Promise<T> {

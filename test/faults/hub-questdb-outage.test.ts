@@ -6,15 +6,10 @@
  */
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtempSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
-import { connect, type NatsConnection } from '@nats-io/transport-node';
 import { stackFromEnv } from '../../scripts/lib/stack.js';
-import { encodeRule, openRuleBucket, ruleKey } from '../../hub/src/rules/index.js';
 import type { WireEvent } from '../../shared/wire.js';
 import { testStack } from '../support/env.js';
-import { agentPorts, freePort, startAgent, startHub, type AgentPorts, type ManagedProcess } from '../support/processes.js';
+import { analyticsHealth, startAnalyticsHub, startRuleAndAgent, type AnalyticsHub, type RuleAndAgent } from '../support/analytics-hub.js';
 import { query, waitFor } from '../support/questdb.js';
 import { countAndSumRule, offlineWindowValues, storedWindowValues } from '../support/window-check.js';
 
@@ -27,36 +22,18 @@ const PARTITIONS = 8;
 const OUTAGE_MS = 30_000;
 const DEVICES = 24;
 
-let nc: NatsConnection;
-let agent: ManagedProcess;
-let hub: ManagedProcess;
-let hubPort: number;
-let ports: AgentPorts;
+let rig: RuleAndAgent;
+let hub: AnalyticsHub;
 
 before(async () => {
-  nc = await connect({ servers: stack.natsUrls });
-  await (await openRuleBucket(nc)).put(ruleKey(rule.name), encodeRule(rule));
-  ports = await agentPorts();
-  agent = await startAgent(agentId, stack.natsUrls, ports, mkdtempSync(join(tmpdir(), 'agent-')));
-  hubPort = await freePort();
-  hub = await startHub('qdb-outage', stack.natsUrls, stack.questdbHttp, {
-    HUB_HTTP__PORT: String(hubPort),
-    HUB_ANALYTICS__WORKERID: `qdb-outage-${run}`,
-    // Its own leases and state.
-    HUB_ANALYTICS__LEASESBUCKET: `leases-${run}`,
-    HUB_ANALYTICS__STATEBUCKET: `state-${run}`,
-    // The fresh state starts after what EVENTS holds of other tests: their event times do not move its watermark.
-    HUB_ANALYTICS__FRESHSTART: 'new',
-    HUB_ANALYTICS__CHECKPOINTINTERVALMS: '500',
-  });
+  rig = await startRuleAndAgent(rule, agentId);
+  hub = await startAnalyticsHub('qdb-outage', run, { HUB_ANALYTICS__CHECKPOINTINTERVALMS: '500' });
 });
 
 after(async () => {
   await stackFromEnv().startQuestdb().catch(() => undefined); // never leave the shared stack without QuestDB
-  await agent?.stop();
-  await hub?.stop();
-  await (await openRuleBucket(nc)).delete(ruleKey(rule.name)).catch(() => undefined);
-  await nc?.close();
+  await hub?.process.stop();
+  await rig?.stop();
 });
 
 test('QuestDB stopped for 30 s under load: the hub resumes by itself, nothing lost, nothing twice, windows exact', async () => {
@@ -70,21 +47,16 @@ test('QuestDB stopped for 30 s under load: the hub resumes by itself, nothing lo
       lines.push(JSON.stringify({ type: 'device.telemetry', ...body }));
       events.push({ id: body.event_id, type: 'device.telemetry', sv: 1, key: body.device_id, ts: timestamp * 1000, its: 0, src: 'http', body });
     }
-    const response = await fetch(`http://127.0.0.1:${ports.http}/v1/events`, { method: 'POST', headers: { 'content-type': 'application/x-ndjson' }, body: lines.join('\n') });
+    const response = await fetch(`http://127.0.0.1:${rig.ports.http}/v1/events`, { method: 'POST', headers: { 'content-type': 'application/x-ndjson' }, body: lines.join('\n') });
     assert.equal(response.status, 200, 'the agent acknowledges whatever QuestDB does');
   };
   const hubHealth = async () =>
-    fetch(`http://127.0.0.1:${hubPort}/healthz`)
+    fetch(`http://127.0.0.1:${hub.port}/healthz`)
       .then(async (r) => (await r.json()) as { status: string })
       .catch(() => ({ status: 'no answer' }));
 
   // Every partition claimed first: with freshStart=new a partition claimed later would start after these events.
-  await waitFor(
-    () => fetch(`http://127.0.0.1:${hubPort}/healthz`).then(async (r) => ((await r.json()) as { analytics?: { owned: number[] } }).analytics?.owned ?? []),
-    (owned) => owned.length === PARTITIONS,
-    60_000,
-    200,
-  );
+  await waitFor(() => analyticsHealth(hub.port), (health) => health.owned.length === PARTITIONS, 60_000, 200);
   let step = 0;
   const sendFor = async (ms: number, onTick?: () => Promise<void>) => {
     const until = Date.now() + ms;

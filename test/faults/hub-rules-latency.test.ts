@@ -6,16 +6,10 @@
  */
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtempSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import { jetstreamManager } from '@nats-io/jetstream';
-import { connect, type NatsConnection } from '@nats-io/transport-node';
-import { encodeRule, openRuleBucket, ruleKey } from '../../hub/src/rules/index.js';
-import type { PartitionStats } from '../../hub/src/analytics/partition-processor.js';
 import { partitionOf } from '../../shared/wire.js';
 import { testStack } from '../support/env.js';
-import { agentPorts, freePort, startAgent, startHub, type AgentPorts, type ManagedProcess } from '../support/processes.js';
+import { analyticsHealth, startAnalyticsHub, startRuleAndAgent, type AnalyticsHub, type RuleAndAgent } from '../support/analytics-hub.js';
 import { waitFor } from '../support/questdb.js';
 import { countAndSumRule, storedWindowValues } from '../support/window-check.js';
 
@@ -26,25 +20,12 @@ const metric = `latency_${run}`;
 const rule = countAndSumRule(`latency-count-${run}`, metric);
 const PARTITIONS = 8;
 
-let nc: NatsConnection;
-let agent: ManagedProcess;
-let hub: ManagedProcess;
-let hubPort: number;
-let ports: AgentPorts;
+let rig: RuleAndAgent;
+let hub: AnalyticsHub;
 
 before(async () => {
-  nc = await connect({ servers: stack.natsUrls });
-  await (await openRuleBucket(nc)).put(ruleKey(rule.name), encodeRule(rule));
-  ports = await agentPorts();
-  agent = await startAgent(agentId, stack.natsUrls, ports, mkdtempSync(join(tmpdir(), 'agent-')));
-  hubPort = await freePort();
-  hub = await startHub('rules-latency', stack.natsUrls, stack.questdbHttp, {
-    HUB_HTTP__PORT: String(hubPort),
-    HUB_ANALYTICS__WORKERID: `rules-latency-${run}`,
-    HUB_ANALYTICS__LEASESBUCKET: `leases-${run}`,
-    HUB_ANALYTICS__STATEBUCKET: `state-${run}`,
-    // The fresh state starts after what EVENTS holds of other tests: their event times do not move its watermark.
-    HUB_ANALYTICS__FRESHSTART: 'new',
+  rig = await startRuleAndAgent(rule, agentId);
+  hub = await startAnalyticsHub('rules-latency', run, {
     HUB_ANALYTICS__CHECKPOINTINTERVALMS: '30000',
     HUB_ANALYTICS__ACKWAITMS: '300000',
     HUB_ANALYTICS__OUTPUTFLUSHINTERVALMS: '250',
@@ -52,27 +33,23 @@ before(async () => {
 });
 
 after(async () => {
-  await agent?.stop();
-  await hub?.stop();
-  await (await openRuleBucket(nc)).delete(ruleKey(rule.name)).catch(() => undefined);
-  await nc?.close();
+  await hub?.process.stop();
+  await rig?.stop();
 });
 
 test('a closed window is in QuestDB within seconds, long before the next checkpoint', async () => {
-  const partitions = async () =>
-    ((await (await fetch(`http://127.0.0.1:${hubPort}/healthz`)).json()) as { analytics?: { partitions: PartitionStats[] } }).analytics?.partitions ?? [];
   const device = `${agentId}-d0`;
   const partition = partitionOf(device, PARTITIONS);
   const base = Math.ceil(Date.now() / 10_000) * 10_000 + 10_000;
   const post = async (events: object[]) => {
     const body = events.map((event) => JSON.stringify({ type: 'device.telemetry', device_id: device, ...event })).join('\n');
-    const response = await fetch(`http://127.0.0.1:${ports.http}/v1/events`, { method: 'POST', headers: { 'content-type': 'application/x-ndjson' }, body });
+    const response = await fetch(`http://127.0.0.1:${rig.ports.http}/v1/events`, { method: 'POST', headers: { 'content-type': 'application/x-ndjson' }, body });
     assert.equal(response.status, 200);
   };
   const consumer = `state-${run}-p${partition}-g1`;
-  const jsm = await jetstreamManager(nc);
+  const jsm = await jetstreamManager(rig.nc);
   await waitFor(() => jsm.consumers.info('EVENTS', consumer).then((info) => info.num_pending, () => -1), (pending) => pending === 0, 300_000, 500);
-  const checkpoints = async () => (await partitions()).find((p) => p.partition === partition)?.checkpoints ?? 0;
+  const checkpoints = async () => (await analyticsHealth(hub.port)).partitions.find((p) => p.partition === partition)?.checkpoints ?? 0;
   // A reading of another metric (the rule ignores it) makes the device's partition checkpoint. Checkpoints fall on
   // multiples of the interval on the clock: if the next one is close, do it again just after it.
   let before = 0;

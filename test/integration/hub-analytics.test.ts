@@ -6,16 +6,10 @@
  */
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtempSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
-import { jetstreamManager } from '@nats-io/jetstream';
-import { connect, type NatsConnection } from '@nats-io/transport-node';
-import { encodeRule, openRuleBucket, ruleKey } from '../../hub/src/rules/index.js';
 import type { WireEvent } from '../../shared/wire.js';
 import { testStack } from '../support/env.js';
-import { agentPorts, freePort, startAgent, startHub, type AgentPorts, type ManagedProcess } from '../support/processes.js';
-import { query, waitFor } from '../support/questdb.js';
+import { analyticsHealth, startAnalyticsHub, startRuleAndAgent, type AnalyticsHub, type RuleAndAgent } from '../support/analytics-hub.js';
+import { waitFor } from '../support/questdb.js';
 import { countAndSumRule, offlineWindowValues, storedWindowValues } from '../support/window-check.js';
 
 const stack = testStack();
@@ -26,52 +20,27 @@ const rule = countAndSumRule(`it-count-${run}`, metric);
 const PARTITIONS = 8;
 const LEASE_TTL_MS = 6000;
 
-let nc: NatsConnection;
-let agent: ManagedProcess;
-let ports: AgentPorts;
-const hubs: Array<{ process: ManagedProcess; port: number }> = [];
+let rig: RuleAndAgent;
+const hubs: AnalyticsHub[] = [];
 /** Newest event time sent so far: a later test starts after it, or its events would be behind the watermark. */
 let newestSentMs = 0;
 
-async function hub(name: string): Promise<{ process: ManagedProcess; port: number }> {
-  const port = await freePort();
-  const started = {
-    process: await startHub(name, stack.natsUrls, stack.questdbHttp, {
-      HUB_HTTP__PORT: String(port),
-      HUB_ANALYTICS__WORKERID: `${name}-${run}`,
-      HUB_ANALYTICS__LEASETTLMS: String(LEASE_TTL_MS),
-      // Its own leases and state: hubs of other tests on this stack use the defaults (another lease TTL).
-      HUB_ANALYTICS__LEASESBUCKET: `leases-${run}`,
-      HUB_ANALYTICS__STATEBUCKET: `state-${run}`,
-      // The fresh state starts after what EVENTS holds of other tests: their event times do not move its watermark.
-      HUB_ANALYTICS__FRESHSTART: 'new',
-      HUB_ANALYTICS__CHECKPOINTINTERVALMS: '500',
-    }),
-    port,
-  };
+async function hub(name: string): Promise<AnalyticsHub> {
+  // Its own lease TTL (shorter than the default) and checkpoint interval; its own buckets (startAnalyticsHub).
+  const started = await startAnalyticsHub(name, run, { HUB_ANALYTICS__LEASETTLMS: String(LEASE_TTL_MS), HUB_ANALYTICS__CHECKPOINTINTERVALMS: '500' });
   hubs.push(started);
   return started;
 }
 
-async function owned(port: number): Promise<number[]> {
-  const health = (await (await fetch(`http://127.0.0.1:${port}/healthz`)).json()) as { analytics?: { owned: number[] } };
-  return health.analytics?.owned ?? [];
-}
+const owned = async (port: number): Promise<number[]> => (await analyticsHealth(port)).owned;
 
 before(async () => {
-  nc = await connect({ servers: stack.natsUrls });
-  const rules = await openRuleBucket(nc);
-  await rules.put(ruleKey(rule.name), encodeRule(rule));
-  ports = await agentPorts();
-  agent = await startAgent(agentId, stack.natsUrls, ports, mkdtempSync(join(tmpdir(), 'agent-')));
+  rig = await startRuleAndAgent(rule, agentId);
 });
 
 after(async () => {
-  await agent?.stop();
   for (const h of hubs) await h.process.stop();
-  const rules = await openRuleBucket(nc);
-  await rules.delete(ruleKey(rule.name)).catch(() => undefined);
-  await nc?.close();
+  await rig?.stop();
 });
 
 test('two workers share the partitions; after one is killed, window results equal an offline computation', async () => {
@@ -97,7 +66,7 @@ test('two workers share the partitions; after one is killed, window results equa
       lines.push(JSON.stringify({ type: 'device.telemetry', ...body }));
       events.push({ id: body.event_id, type: 'device.telemetry', sv: 1, key: body.device_id, ts: timestamp * 1000, its: 0, src: 'http', body });
     }
-    const response = await fetch(`http://127.0.0.1:${ports.http}/v1/events`, { method: 'POST', headers: { 'content-type': 'application/x-ndjson' }, body: lines.join('\n') });
+    const response = await fetch(`http://127.0.0.1:${rig.ports.http}/v1/events`, { method: 'POST', headers: { 'content-type': 'application/x-ndjson' }, body: lines.join('\n') });
     assert.equal(response.status, 200);
   };
   const steps = 120;

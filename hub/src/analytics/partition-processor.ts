@@ -404,6 +404,8 @@ export function lateLetters(late: readonly LateEvent[], batch: Pick<EventBatch, 
     if (list) list.push(output);
     else byEvent.set(output.event, [output]);
   }
+  // Positions looked up once per batch, not by a scan of the batch per late event.
+  const positions = new Map<unknown, number>(batch.events.map((event, i) => [event, i]));
   const letters: DeadLetter[] = [];
   for (const [event, outputs] of byEvent) {
     const rules = outputs.map((output) => output.rule).sort();
@@ -416,7 +418,7 @@ export function lateLetters(late: readonly LateEvent[], batch: Pick<EventBatch, 
       agent: batch.agent,
       partition: batch.partition,
       seq,
-      index: Math.max(0, batch.events.indexOf(event)),
+      index: positions.get(event) ?? 0,
       event,
       rules,
     });

@@ -35,7 +35,7 @@ import type { Alert, Json, WindowResult } from '../operators/operator.js';
 import { QuestDbRest } from './questdb-rest.js';
 import { writeRow, type Field, type IlpRowWriter, type Row } from './questdb-rows.js';
 import { senderConfig, type IlpSender, type QuestDbSinkOptions } from './questdb-sink.js';
-import { quoteIdentifier, showColumns, type ExistingColumn, type TableColumn } from './questdb-tables.js';
+import { addColumnSql, quoteIdentifier, showColumns, type ExistingColumn, type TableColumn } from './questdb-tables.js';
 import { installFastIlpEscaping } from './questdb-fast-escape.js';
 
 /** Table names; tests use their own. */
@@ -102,8 +102,6 @@ export function createAnalyticsTableSql(spec: AnalyticsTableSpec): string {
   );
 }
 
-/** A column as `SHOW COLUMNS` reports it. */
-export type ShownColumn = ExistingColumn;
 
 export interface AnalyticsTablePlan {
   /** ALTER statements that make an existing table fit (missing columns, dedup keys). */
@@ -113,13 +111,13 @@ export interface AnalyticsTablePlan {
 }
 
 /** What to change on an existing table so it matches the spec. Pure. */
-export function planAnalyticsTable(spec: AnalyticsTableSpec, existing: readonly ShownColumn[]): AnalyticsTablePlan {
+export function planAnalyticsTable(spec: AnalyticsTableSpec, existing: readonly ExistingColumn[]): AnalyticsTablePlan {
   const byName = new Map(existing.map((c) => [c.name, c]));
   const plan: AnalyticsTablePlan = { statements: [], problems: [] };
   const table = quoteIdentifier(spec.table);
   for (const column of spec.columns) {
     const current = byName.get(column.name);
-    if (!current) plan.statements.push(`ALTER TABLE ${table} ADD COLUMN IF NOT EXISTS ${quoteIdentifier(column.name)} ${column.sqlType}`);
+    if (!current) plan.statements.push(addColumnSql(spec.table, column));
     else if (current.type !== column.sqlType && !(column.sqlType === 'VARCHAR' && current.type === 'STRING')) {
       plan.problems.push(`column ${column.name} is ${current.type}, must be ${column.sqlType}`);
     }
@@ -410,10 +408,14 @@ export class QuestDbAnalyticsSink {
         throw new HubError(HubErrorCode.TABLE_SETUP, `column ${name} of ${table} is ${type}; the aggregate ${name} needs DOUBLE (rename the aggregate or the column)`);
       }
     }
+    const added: string[] = [];
     for (const name of missing) {
-      if (!types.has(name.toLowerCase())) await this.rest.exec(`ALTER TABLE ${quoteIdentifier(table)} ADD COLUMN IF NOT EXISTS ${quoteIdentifier(name)} DOUBLE`);
+      if (!types.has(name.toLowerCase())) {
+        await this.rest.exec(addColumnSql(table, { name, sqlType: 'DOUBLE' }));
+        added.push(name);
+      }
       this.windowColumns.add(name.toLowerCase());
     }
-    this.options.log.info({ table, columns: [...missing] }, 'aggregate columns added');
+    if (added.length > 0) this.options.log.info({ table, columns: added }, 'aggregate columns added');
   }
 }
