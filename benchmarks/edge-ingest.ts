@@ -4,7 +4,7 @@
  * Closed-loop load with bounded concurrency for a fixed time per scenario. Prints a table and writes
  * benchmarks/results/edge-ingest-*.json.
  *
- *   npm run bench -- edge            (uses the local stack, starting it if needed)
+ *   npm run bench:edge               (uses the local stack, starting it if needed)
  *   npx tsx benchmarks/edge-ingest.ts --seconds 15
  */
 import { execFileSync } from 'node:child_process';

@@ -73,7 +73,6 @@ export interface WorkerStats {
   messages: number;
   events: number;
   rowsWritten: number;
-  rowsRejected: number;
   flushes: number;
   flushErrors: number;
   decodeErrors: number;
@@ -124,7 +123,6 @@ export class HubWorker {
     messages: 0,
     events: 0,
     rowsWritten: 0,
-    rowsRejected: 0,
     flushes: 0,
     flushErrors: 0,
     decodeErrors: 0,
@@ -377,13 +375,11 @@ export class HubWorker {
     for (const message of messages) message.ack();
     this.stats.flushes++;
     this.stats.rowsWritten += result.rows;
-    this.stats.rowsRejected += result.rejected;
     this.stats.acked += messages.length;
     this.metrics.flushes.inc({ result: 'ok' });
     this.metrics.flushDuration.observe((now - started) / 1000);
     if (result.rows > 0) this.metrics.flushRows.observe(result.rows);
     this.metrics.rowsWritten.inc(result.rows);
-    if (result.rejected > 0) this.metrics.rowsRejected.inc(result.rejected);
     this.metrics.messagesAcked.inc(messages.length);
     this.observeLatency(messages, now);
     this.lastFlush = { ok: true, at: now, rows: result.rows };
@@ -586,14 +582,22 @@ export class HubWorker {
     }
   }
 
+  /**
+   * One observation per message, of its oldest event (the worst latency in it): the events of a message were
+   * batched together at the edge and are confirmed together, and observing every event cost 6% of the raw path.
+   */
   private observeLatency(messages: readonly HeldMessage[], nowMs: number): void {
     const nowUs = nowMs * 1000;
     const { eventLatency, ingestLatency } = this.metrics;
     for (const message of messages) {
+      let oldestTs = Infinity;
+      let oldestIts = Infinity;
       for (const event of message.batch.events) {
-        if (typeof event?.ts === 'number') eventLatency.observe(Math.max(0, nowUs - event.ts) / 1e6);
-        if (typeof event?.its === 'number') ingestLatency.observe(Math.max(0, nowUs - event.its) / 1e6);
+        if (typeof event?.ts === 'number' && event.ts < oldestTs) oldestTs = event.ts;
+        if (typeof event?.its === 'number' && event.its < oldestIts) oldestIts = event.its;
       }
+      if (oldestTs !== Infinity) eventLatency.observe(Math.max(0, nowUs - oldestTs) / 1e6);
+      if (oldestIts !== Infinity) ingestLatency.observe(Math.max(0, nowUs - oldestIts) / 1e6);
     }
   }
 

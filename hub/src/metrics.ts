@@ -7,7 +7,6 @@ export class HubMetrics {
   readonly messagesAcked: Counter;
   readonly messagesNaked: Counter;
   readonly rowsWritten: Counter;
-  readonly rowsRejected: Counter;
   readonly flushes: Counter<'result'>;
   readonly flushDuration: Histogram;
   readonly flushRows: Histogram;
@@ -39,7 +38,6 @@ export class HubMetrics {
       registers,
     });
     this.rowsWritten = new Counter({ name: 'hub_rows_written_total', help: 'Rows QuestDB confirmed', registers });
-    this.rowsRejected = new Counter({ name: 'hub_rows_rejected_total', help: 'Rows the ILP client could not encode (dropped)', registers });
     this.flushes = new Counter({ name: 'hub_flushes_total', help: 'Sink flushes by result', labelNames: ['result'], registers });
     this.flushDuration = new Histogram({
       name: 'hub_flush_duration_seconds',
@@ -104,13 +102,13 @@ export class HubMetrics {
     const latencyBuckets = [0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 0.75, 1, 2.5, 5, 10, 30, 60, 300];
     this.eventLatency = new Histogram({
       name: 'hub_event_latency_seconds',
-      help: 'From event time to the write being confirmed (hub clock minus device clock)',
+      help: 'From event time to the write being confirmed (hub clock minus device clock), per message: its oldest event',
       buckets: latencyBuckets,
       registers,
     });
     this.ingestLatency = new Histogram({
       name: 'hub_ingest_latency_seconds',
-      help: 'From the edge accepting an event to its write being confirmed (end to end through the pipeline)',
+      help: 'From the edge accepting an event to its write being confirmed (end to end through the pipeline), per message: its oldest event',
       buckets: latencyBuckets,
       registers,
     });

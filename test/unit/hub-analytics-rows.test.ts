@@ -184,7 +184,7 @@ describe('analytics tables', () => {
   });
 });
 
-/** Records ILP lines; flush() takes the buffer, then may fail or wait. */
+/** Records ILP lines; flush() takes the buffer, then may fail (keeping the lines, as IlpHttpWriter does) or wait. */
 class FakeSender implements IlpSender {
   sent: string[][] = [];
   failNext = 0;
@@ -215,11 +215,15 @@ class FakeSender implements IlpSender {
   at(ts: number): void {
     this.buffer.push(`${this.line} ${ts}`);
   }
+  abortRow(): void {
+    this.line = '';
+  }
   async flush(): Promise<boolean> {
     const data = this.buffer.splice(0);
     if (this.hold) await this.hold;
     if (this.failNext > 0) {
       this.failNext--;
+      this.buffer.unshift(...data);
       throw new Error('connect ECONNREFUSED');
     }
     this.sent.push(data);

@@ -1,18 +1,19 @@
-/** QuestDbSink's buffering and retry behaviour, with a stand-in for the ILP client's Sender. */
+/** QuestDbSink's buffering and retry behaviour, with a stand-in for IlpHttpWriter. */
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { pino } from 'pino';
 import type { SchemaVersion } from '../../shared/schema-catalog.js';
 import type { EventBatch, WireEvent } from '../../shared/wire.js';
-import { QuestDbSink, senderConfig, type IlpSender } from '../../hub/src/sinks/questdb-sink.js';
+import { QuestDbSink, type IlpSender } from '../../hub/src/sinks/questdb-sink.js';
 import { RowMappings } from '../../hub/src/sinks/questdb-rows.js';
 
-/** Like the real Sender: rows accumulate in a buffer; flush() takes the buffer, then the request may fail. */
+/** Like IlpHttpWriter: rows accumulate in a buffer; a failed flush keeps its rows and sends them first next time. */
 class RecordingSender implements IlpSender {
   sent: string[][] = [];
   failNext = 0;
   refuse: string | undefined;
   private buffer: string[] = [];
+  private unsent: string[] = [];
   private row = '';
   private inFlight: (() => void) | undefined;
   holdNextFlush = false;
@@ -41,14 +42,18 @@ class RecordingSender implements IlpSender {
     this.buffer.push(`${this.row} ${ts}`);
     this.row = '';
   }
+  abortRow(): void {
+    this.row = '';
+  }
   async flush(): Promise<boolean> {
-    const data = this.buffer.splice(0);
+    const data = [...this.unsent.splice(0), ...this.buffer.splice(0)];
     if (this.holdNextFlush) {
       this.holdNextFlush = false;
       await new Promise<void>((resolve) => (this.inFlight = resolve));
     }
     if (this.failNext > 0) {
       this.failNext--;
+      this.unsent = data;
       throw new Error('connect ECONNREFUSED');
     }
     this.sent.push(data);
@@ -59,6 +64,7 @@ class RecordingSender implements IlpSender {
   }
   reset(): void {
     this.buffer = [];
+    this.unsent = [];
     this.row = '';
   }
   async close(): Promise<void> {}
@@ -113,7 +119,7 @@ test('keeps the rows of a failed flush and sends them again with the next one', 
   await assert.rejects(sink.flush(), (error: Error & { code?: string }) => error.code === 'HUB_ERR_FLUSH_FAILED');
   assert.equal(sink.bufferedRows, 2);
   sink.write(batch('e3'));
-  assert.deepEqual(await sink.flush(), { rows: 3, rejected: 0 });
+  assert.deepEqual(await sink.flush(), { rows: 3 });
   assert.deepEqual(ids(sender.sent[0]), ['e1', 'e2', 'e3']);
   assert.equal(sink.bufferedRows, 0);
 });
@@ -125,9 +131,9 @@ test('rows written while a flush is in flight are not confirmed by it and go wit
   const first = sink.flush();
   sink.write(batch('e2'));
   sender.release();
-  assert.deepEqual(await first, { rows: 1, rejected: 0 });
+  assert.deepEqual(await first, { rows: 1 });
   assert.equal(sink.bufferedRows, 1);
-  assert.deepEqual(await sink.flush(), { rows: 1, rejected: 0 });
+  assert.deepEqual(await sink.flush(), { rows: 1 });
   assert.deepEqual(sender.sent.map(ids), [['e1'], ['e2']]);
 });
 
@@ -140,11 +146,15 @@ test('skips events whose type/version has no schema and writes the others', asyn
   assert.deepEqual(ids(sender.sent[0]), ['e1', 'e2']);
 });
 
-test('drops a row the client refuses to encode and keeps the others', async () => {
+test('an event whose row the writer refuses is skipped with the reason (for the DLQ); the others are written', async () => {
   const { sender, sink } = setup();
   sender.refuse = 'bad';
-  sink.write(batch('e1', 'bad', 'e2'));
-  assert.deepEqual(await sink.flush(), { rows: 2, rejected: 1 });
+  const result = sink.write(batch('e1', 'bad', 'e2'));
+  assert.equal(result.rows, 2);
+  assert.deepEqual(result.skippedAt, [1]);
+  assert.deepEqual(result.skipped, [{ type: 'invalid_event', id: 'bad', reason: 'cannot be written to device_telemetry: refused value' }]);
+  assert.equal(sink.bufferedRows, 2);
+  assert.deepEqual(await sink.flush(), { rows: 2 });
   assert.deepEqual(ids(sender.sent[0]), ['e1', 'e2']);
 });
 
@@ -152,13 +162,6 @@ test('discard() drops every buffered row', async () => {
   const { sender, sink } = setup();
   sink.write(batch('e1', 'e2'));
   assert.equal(sink.discard(), 2);
-  assert.deepEqual(await sink.flush(), { rows: 0, rejected: 0 });
+  assert.deepEqual(await sink.flush(), { rows: 0 });
   assert.deepEqual(sender.sent, []);
-});
-
-test('client configuration: HTTP, auto-flush off, credentials escaped', () => {
-  const conf = senderConfig({ httpUrl: 'http://qdb:9000', username: 'u', password: 'p;w', requestTimeoutMs: 10000, retryTimeoutMs: 1000 });
-  assert.match(conf, /^http::addr=qdb:9000;auto_flush=off;/);
-  assert.match(conf, /;username=u;password=p;;w;$/);
-  assert.match(senderConfig({ httpUrl: 'https://qdb', requestTimeoutMs: 1, retryTimeoutMs: 0 }), /^https::addr=qdb:443;/);
 });

@@ -43,7 +43,7 @@ test('creates a table with the standard columns, the schema columns, JSON as VAR
       '"ts" TIMESTAMP, "event_id" VARCHAR, "schema_version" INT, "agent_id" SYMBOL, "source" SYMBOL, ' +
       '"ingest_ts" TIMESTAMP, "hub_ts" TIMESTAMP, ' +
       '"device_id" SYMBOL, "value" DOUBLE, "location" SYMBOL, "extra" VARCHAR' +
-      ') TIMESTAMP("ts") PARTITION BY DAY WAL DEDUP UPSERT KEYS("ts", "event_id")',
+      ') TIMESTAMP("ts") PARTITION BY HOUR WAL DEDUP UPSERT KEYS("ts", "event_id")',
   );
 });
 

@@ -82,7 +82,7 @@ class MappingSink implements Sink {
     await new Promise((resolve) => setImmediate(resolve));
     if (this.failAlways) throw new Error('QuestDB down');
     this.durable.push(...this.pending.splice(0, rows));
-    return { rows, rejected: 0 };
+    return { rows };
   }
 
   discard(): number {

@@ -71,7 +71,7 @@ class FakeSink implements Sink {
       throw new Error('QuestDB down');
     }
     this.durable.push(...this.pending.splice(0, rows));
-    return { rows, rejected: 0 };
+    return { rows };
   }
 
   discard(): number {

@@ -1,5 +1,7 @@
 export type { FlushResult, Sink, SkippedEvent, WriteResult } from './sink.js';
-export { QuestDbSink, createQuestDbSink, senderConfig } from './questdb-sink.js';
+export { QuestDbSink, createQuestDbSink } from './questdb-sink.js';
+export { IlpHttpError, IlpHttpWriter } from './ilp-http-writer.js';
+export type { IlpHttpWriterOptions } from './ilp-http-writer.js';
 export type { QuestDbSinkOptions } from './questdb-sink.js';
 export { QuestDbRest } from './questdb-rest.js';
 export { RowMappings, STANDARD_COLUMNS, mapEvent, rowMappingOf, writeRow } from './questdb-rows.js';

@@ -28,15 +28,14 @@
  * written before it was called (or a flush queued before it does), and rejects if QuestDB did not confirm them;
  * the rows stay buffered for the next call. LateEvent outputs are not written here (they go to the DLQ).
  */
-import { Sender } from '@questdb/nodejs-client';
 import type { Logger } from '../../../shared/logger.js';
 import { HubError, HubErrorCode, errorMessage } from '../errors.js';
 import type { Alert, Json, WindowResult } from '../operators/operator.js';
 import { QuestDbRest } from './questdb-rest.js';
 import { writeRow, type Field, type IlpRowWriter, type Row } from './questdb-rows.js';
-import { senderConfig, type IlpSender, type QuestDbSinkOptions } from './questdb-sink.js';
+import type { IlpSender, QuestDbSinkOptions } from './questdb-sink.js';
 import { addColumnSql, quoteIdentifier, showColumns, type ExistingColumn, type TableColumn } from './questdb-tables.js';
-import { installFastIlpEscaping } from './questdb-fast-escape.js';
+import { IlpHttpWriter } from './ilp-http-writer.js';
 
 /** Table names; tests use their own. */
 export interface AnalyticsTables {
@@ -283,12 +282,7 @@ export async function createQuestDbAnalyticsSink(options: QuestDbAnalyticsSinkOp
   const tables = options.tables ?? DEFAULT_ANALYTICS_TABLES;
   const rest = new QuestDbRest({ httpUrl: options.httpUrl, username: options.username, password: options.password, timeoutMs: options.requestTimeoutMs });
   await ensureAnalyticsTables(rest, tables, log);
-  if (!installFastIlpEscaping()) log.warn('this @questdb/nodejs-client has no writeEscaped to speed up; rows are encoded at its own pace');
-  const sender = await Sender.fromConfig(senderConfig(options), {
-    log: (level, message) => {
-      if (level === 'warn' || level === 'error') log[level]({ questdbClient: true }, String(message));
-    },
-  });
+  const sender = new IlpHttpWriter(options);
   return new QuestDbAnalyticsSink(sender, rest, { tables, nowMicros: options.nowMicros, log });
 }
 
@@ -362,7 +356,7 @@ export class QuestDbAnalyticsSink {
     if (this.pending.size === 0) return;
     const batch = [...this.pending.entries()];
     await this.addAggregateColumns(batch.map(([, row]) => row));
-    // Encoded afresh each time: after a failed request the Sender does not give its buffer back.
+    // Encoded afresh each time: after a failed request the writer does not keep its buffer.
     this.sender.reset();
     const writtenAt = this.options.nowMicros();
     for (const [id, row] of batch) {
@@ -372,7 +366,7 @@ export class QuestDbAnalyticsSink {
         if (closed instanceof Promise) closed.catch(() => undefined);
       } catch (error) {
         // A half-written row would corrupt the request: start over without it.
-        this.options.log.error({ table: row.table, ts: row.ts, err: errorMessage(error) }, 'ILP client cannot encode analytics row; dropped');
+        this.options.log.error({ table: row.table, ts: row.ts, err: errorMessage(error) }, 'ILP writer cannot encode analytics row; dropped');
         if (this.pending.get(id) === row) this.pending.delete(id);
         return this.send();
       }

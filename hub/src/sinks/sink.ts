@@ -26,8 +26,6 @@ export interface WriteResult {
 export interface FlushResult {
   /** Rows the store confirmed. */
   rows: number;
-  /** Rows the store's client refused to encode (dropped, logged by the sink). */
-  rejected: number;
 }
 
 export interface Sink {
