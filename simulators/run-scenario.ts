@@ -2,8 +2,8 @@
  * Runs a scenario file against an edge agent and reports what reached QuestDB and which planted patterns the hub's
  * rules found:
  *
- *   npx tsx simulators/run-scenario.ts simulators/scenarios/chaos-and-patterns.yaml
- *   npx tsx simulators/run-scenario.ts <file> --mqtt mqtt://gw:1883 --http http://gw:8080 --questdb http://hub:9000
+ *   npm run scenario -- simulators/scenarios/chaos-and-patterns.yaml
+ *   npm run scenario -- <file> --mqtt mqtt://gw:1883 --http http://gw:8080 --questdb http://hub:9000
  *
  * Devices publish over MQTT (each its own client, readings with noise, drift and spikes; some go silent), app
  * backends POST NDJSON; the scenario's chaos (skew, out-of-order, late, duplicates, malformed, bursts) is applied
