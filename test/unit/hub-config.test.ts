@@ -24,7 +24,7 @@ test('defaults point at the local stack and the brief\'s batching', () => {
   assert.equal(config.consumer.durableName, 'hub-raw');
   assert.equal(config.consumer.ackWaitMs, 30000);
   assert.equal(config.sink.maxRows, 50000);
-  assert.equal(config.sink.flushIntervalMs, 100);
+  assert.equal(config.sink.flushIntervalMs, 250);
   assert.equal(config.streams.replicas, 3);
   assert.equal(config.streams.duplicateWindowMs, 120000);
   assert.equal(config.http.port, 8090);

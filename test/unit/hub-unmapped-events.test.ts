@@ -190,6 +190,7 @@ function message(...events: WireEvent[]): FakeMessage {
 const settings: HubWorkerSettings = {
   maxRows: 1000,
   backlogFlushIntervalMs: 60_000,
+  backlogThresholdMessages: 100,
   flushIntervalMs: 60_000, // tests flush explicitly
   maxBufferedRows: 10_000,
   retryInitialMs: 60_000,

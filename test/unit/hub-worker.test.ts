@@ -114,6 +114,7 @@ function message(...ids: string[]): FakeMessage {
 const settings: HubWorkerSettings = {
   maxRows: 1000,
   backlogFlushIntervalMs: 60_000,
+  backlogThresholdMessages: 100,
   flushIntervalMs: 60_000, // tests flush explicitly unless they test the triggers
   maxBufferedRows: 10_000,
   retryInitialMs: 60_000, // no automatic retry unless the test asks for it
@@ -249,6 +250,13 @@ test('while the server has more messages for it, the worker flushes at backlogFl
   source.push(caughtUp.item);
   await until(() => caughtUp.acked === 1, 'acked by the normal interval flush');
   assert.ok(Date.now() - again < 150, 'caught up: the short interval again');
+  // Live traffic: a few messages always wait on the server; that is not a backlog.
+  const live = message('e3');
+  live.item.pending = 99;
+  const liveAt = Date.now();
+  source.push(live.item);
+  await until(() => live.acked === 1, 'acked by the normal interval flush');
+  assert.ok(Date.now() - liveAt < 150, 'fewer than backlogThresholdMessages waiting: the short interval');
   await stop();
 });
 

@@ -87,6 +87,7 @@ export class AnalyticsService {
       {
         checkpointIntervalMs: this.config.checkpointIntervalMs,
         outputFlushIntervalMs: this.config.outputFlushIntervalMs,
+        backlogThresholdMessages: this.config.backlogThresholdMessages,
         maxPendingOutputs: this.config.maxPendingOutputs,
         ackWaitMs: this.config.ackWaitMs,
         maxAckPending: this.config.maxAckPending,

@@ -48,6 +48,8 @@ export interface PartitionProcessorSettings {
   checkpointIntervalMs: number;
   /** Between checkpoints, write outputs out this often (they are idempotent; only the ack waits for a snapshot). */
   outputFlushIntervalMs: number;
+  /** Behind = at least this many more messages wait on the server (a backlog, not the few of live traffic). */
+  backlogThresholdMessages: number;
   /** Checkpoint early when this many outputs wait for the next flush (bounds memory). */
   maxPendingOutputs: number;
   ackWaitMs: number;
@@ -292,7 +294,7 @@ export class PartitionProcessor {
     }
     // Not while draining a backlog: there every small QuestDB transaction costs the server an out-of-order merge,
     // and the results of a backlog are late anyway.
-    const behind = (this.lastMessage?.info.pending ?? 0) > 0;
+    const behind = (this.lastMessage?.info.pending ?? 0) >= this.settings.backlogThresholdMessages;
     if (hasOutputs && !behind && now - this.lastOutputFlushAt >= this.settings.outputFlushIntervalMs) this.flushOutputs();
   }
 
