@@ -119,6 +119,11 @@ export class EdgeAgent {
         maxReconnectAttempts: -1,
         reconnectTimeWait: 1000,
         waitOnFirstConnect: true,
+        // A frozen server (stopped process, half-open TCP) keeps the socket open: only missed pings reveal it. The
+        // default (2 min) stalled publishing for the whole freeze in the SIGSTOP fault test; this moves to another
+        // node after 3-4.5 s.
+        pingInterval: 1500,
+        maxPingOut: 2,
         ...(config.nats.user ? { user: config.nats.user, pass: config.nats.pass ?? '' } : {}),
       });
       if (this.stopped) {

@@ -122,7 +122,7 @@ export const agentConfigSchema = {
         maxInFlightRanges: { type: 'integer', minimum: 1, default: 8, description: 'Ranges sent but not yet acknowledged; 1 gives strict per-device order in the stream even across a leader failure.' },
         publishTimeoutMs: { type: 'integer', minimum: 100, default: 5000, description: 'Time to wait for a PubAck.' },
         retryInitialMs: { type: 'integer', minimum: 10, default: 200, description: 'First retry delay after a failed publish.' },
-        retryMaxMs: { type: 'integer', minimum: 10, default: 5000, description: 'Longest retry delay (exponential backoff).' },
+        retryMaxMs: { type: 'integer', minimum: 10, default: 2000, description: 'Longest retry delay (exponential backoff); short, so that writes resume soon after a leader election.' },
       },
     },
     sources: {

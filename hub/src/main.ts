@@ -156,6 +156,9 @@ async function main(): Promise<number> {
     name: config.nats.name,
     maxReconnectAttempts: -1,
     waitOnFirstConnect: true,
+    // Notice a frozen server in 3-4.5 s (missed pings) and move to another node; the default takes 2 minutes.
+    pingInterval: 1500,
+    maxPingOut: 2,
     ...(config.nats.user !== undefined ? { user: config.nats.user, pass: config.nats.pass } : {}),
   });
   log.info({ server: nc.getServer() }, 'nats connected');
