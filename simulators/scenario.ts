@@ -6,7 +6,7 @@ import { readFileSync } from 'node:fs';
 import { Ajv } from 'ajv';
 import { parse } from 'yaml';
 import { NO_CHAOS, type ChaosOptions } from './lib/chaos.js';
-import type { PatternName } from './lib/patterns.js';
+import { plantPattern, type PatternName } from './lib/patterns.js';
 
 export interface Scenario {
   name: string;
@@ -111,7 +111,11 @@ export function parseScenario(text: string, where = 'scenario'): Scenario {
   const scenario = data as unknown as Scenario;
   scenario.chaos = { ...NO_CHAOS, ...scenario.chaos };
   for (const p of scenario.plant) {
-    if (p.atSeconds >= scenario.durationSeconds) throw new Error(`${where}: plant ${p.pattern} at ${p.atSeconds} s starts after the run ends (${scenario.durationSeconds} s)`);
+    // The whole pattern (its last copy starts 250 ms after the one before) must fit in the run.
+    const span = plantPattern(p.pattern, 'x', 0, 'x').events.at(-1)!.atMs + (p.count - 1) * 250;
+    if (p.atSeconds * 1000 + span >= scenario.durationSeconds * 1000) {
+      throw new Error(`${where}: plant ${p.pattern} x${p.count} at ${p.atSeconds} s runs ${span / 1000} s, past the end of the run (${scenario.durationSeconds} s)`);
+    }
   }
   return scenario;
 }

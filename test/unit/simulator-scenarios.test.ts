@@ -34,7 +34,9 @@ test('a bad scenario fails with the field and the reason, every problem at once'
     return true;
   });
   const late = 'name: late\ndurationSeconds: 10\ndevices: { count: 1, ratePerSecond: 1 }\napps: { users: 1, ratePerSecond: 1 }\nplant: [{ pattern: overheating, count: 1, atSeconds: 20 }]\n';
-  assert.throws(() => parseScenario(late), /starts after the run ends/);
+  assert.throws(() => parseScenario(late), /overheating x1 at 20 s runs 40 s, past the end of the run \(10 s\)/);
+  const tooLong = late.replace('atSeconds: 20', 'atSeconds: 1').replace('durationSeconds: 10', 'durationSeconds: 30');
+  assert.throws(() => parseScenario(tooLong), /runs 40 s, past the end of the run \(30 s\)/, 'the whole pattern must fit, not only its start');
 });
 
 /** The ready rules' parameters, read from hub/rules, so that a changed rule fails this test, not a run. */

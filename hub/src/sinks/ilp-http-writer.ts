@@ -63,6 +63,9 @@ export class IlpHttpWriter {
   private length = 0;
   /** The body of a failed request, sent again before anything else. */
   private unsent: Buffer | undefined;
+  private flushing = false;
+  /** Bumped by reset(), so that a flush failing after it does not bring dropped rows back. */
+  private generation = 0;
   /** The row being written: table and symbols, then fields. */
   private row = '';
   private fieldCount = 0;
@@ -162,6 +165,7 @@ export class IlpHttpWriter {
   reset(): this {
     this.length = 0;
     this.unsent = undefined;
+    this.generation++;
     this.row = '';
     this.fieldCount = 0;
     return this;
@@ -173,30 +177,39 @@ export class IlpHttpWriter {
    * and keeps them for the next flush. Rows closed while the request is in flight wait for the next flush.
    */
   async flush(): Promise<boolean> {
+    // One at a time: two failing at once would each keep only their own body.
+    if (this.flushing) throw new Error('IlpHttpWriter.flush() called while a flush is in flight');
     if (this.length === 0 && this.unsent === undefined) return false;
     // Copied out: rows closed while the request is in flight are written into the buffer from the start again.
     const fresh = this.buffer.subarray(0, this.length);
     const body = this.unsent ? Buffer.concat([this.unsent, fresh]) : Buffer.from(fresh);
     this.unsent = undefined;
     this.length = 0;
+    this.flushing = true;
+    const generation = this.generation;
     try {
       await this.send(body);
       return true;
     } catch (error) {
-      this.unsent = body;
+      // Unless reset() dropped everything meanwhile.
+      if (generation === this.generation) this.unsent = body;
       throw error;
+    } finally {
+      this.flushing = false;
     }
   }
 
   private async send(body: Buffer): Promise<void> {
-    const firstTry = Date.now();
+    // The retry window starts at the first failure (as in the client): a request that timed out is still retried.
+    let firstFailure: number | undefined;
     for (let pause = 10; ; pause = Math.min(pause * 2, 1000)) {
       try {
         await this.post(body);
         return;
       } catch (error) {
         const retriable = error instanceof IlpHttpError && RETRIABLE_STATUS.has(error.status);
-        if (!retriable || Date.now() - firstTry + pause > this.options.retryTimeoutMs) throw error;
+        firstFailure ??= Date.now();
+        if (!retriable || Date.now() - firstFailure + pause > this.options.retryTimeoutMs) throw error;
         await new Promise((resolve) => setTimeout(resolve, pause));
       }
     }
