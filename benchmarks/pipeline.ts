@@ -192,7 +192,6 @@ async function consumerLag(): Promise<{ raw: number; rules: number }> {
 }
 
 async function runStep(rate: number, stepSeconds: number): Promise<StepResult> {
-  const firstSeq = sequence;
   const probes = new Map<string, number>(); // id -> device timestamp (ms)
   const e2e = new LatencyRecorder();
   let sent = 0;
@@ -200,9 +199,10 @@ async function runStep(rate: number, stepSeconds: number): Promise<StepResult> {
   let refused = 0;
   let maxRaw = 0;
   let maxRules = 0;
-  let messagesBefore = 0;
-  const stream = await jsm.streams.info('EVENTS', { subjects_filter: `events.${agentId}.>` });
-  messagesBefore = Object.values(stream.state.subjects ?? {}).reduce((a, b) => a + b, 0);
+  // From the agent's own counter: under interest retention EVENTS drops what the hub acked, so its count says nothing.
+  const published = async () =>
+    ((await (await fetch(`http://127.0.0.1:${agentPorts.admin}/healthz`)).json()) as { publisher: { messagesPublished: number } }).publisher.messagesPublished;
+  const messagesBefore = await published();
   const pids = processPids();
   const cpuBefore = Object.fromEntries(Object.entries(pids).map(([name, list]) => [name, cpuSecondsOf(list)]));
   const generatorBefore = process.cpuUsage();
@@ -310,8 +310,7 @@ async function runStep(rate: number, stepSeconds: number): Promise<StepResult> {
   ).catch(() => []);
   done = true;
   await Promise.all([poller, sampler]);
-  const streamAfter = await jsm.streams.info('EVENTS', { subjects_filter: `events.${agentId}.>` });
-  const messages = Object.values(streamAfter.state.subjects ?? {}).reduce((a, b) => a + b, 0) - messagesBefore;
+  const messages = (await published()) - messagesBefore;
   const wall = (allQueryableAt - started) / 1000;
   const cpuPercent = Object.fromEntries(Object.entries(pids).map(([name, list]) => [name, Math.round(((cpuSecondsOf(list) - cpuBefore[name]!) / wall) * 100)]));
   const generator = process.cpuUsage(generatorBefore);

@@ -155,7 +155,7 @@ export class HubWorker {
   private lastFlush: WorkerStatus['lastFlush'];
   private roomWaiters: Array<() => void> = [];
   private state: WorkerState = 'starting';
-  /** The last message said the server had more for this consumer: draining a backlog. */
+  /** The last message said the server had at least backlogThresholdMessages more for this consumer. */
   private behind = false;
   private stopping = false;
   private readonly throttle = new Throttle(10_000);

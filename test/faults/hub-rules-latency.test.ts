@@ -65,7 +65,8 @@ test('a closed window is in QuestDB within seconds, long before the next checkpo
   // 17 readings one second apart: the watermark (newest - 5 s) passes the end of the first 10 s window.
   const sentAt = Date.now();
   await post(Array.from({ length: 17 }, (_, i) => ({ event_id: `${agentId}-${i}`, timestamp: base + i * 1000, metric, value: i })));
-  const got = await waitFor(() => storedWindowValues(stack.questdbHttp, rule.name, ['n', 'total']), (m) => m.size > 0, 20_000, 100);
+  // Until the first flush adds the aggregate columns the query fails, and waitFor has no value yet.
+  const got = await waitFor(() => storedWindowValues(stack.questdbHttp, rule.name, ['n', 'total']), (m) => (m?.size ?? 0) > 0, 20_000, 100);
   const visibleMs = Date.now() - sentAt;
   process.stderr.write(`window result visible ${visibleMs} ms after the events were sent (checkpoint interval 30 s)\n`);
   assert.equal(got.get(`${device}|${base}|n`), 10);

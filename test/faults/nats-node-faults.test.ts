@@ -20,7 +20,7 @@ import { agentPorts, startAgent, startHub, type ManagedProcess } from '../suppor
 import { rowsPerEventId, waitFor } from '../support/questdb.js';
 
 const stack = testStack();
-// The issue asks for 10 s; measured here 5.0-9.1 s (stream leader), 0.1-6.4 s (meta leader), 5.2-10.4 s (SIGSTOP). The
+// The issue asks for 10 s; measured here 5.0-9.1 s (stream leader), 0.1-6.4 s (meta leader), 5.2-15.1 s (SIGSTOP). The
 // bound leaves room for a slower CI machine; the printed figure is the measurement.
 const RESUME_BOUND_MS = 20_000;
 let hub: ManagedProcess;
@@ -166,32 +166,38 @@ async function underLoad(label: string, fault: () => Promise<{ restore: () => Pr
 
 const only = process.env.FAULT_NATS_ONLY;
 
+async function streamLeaderIndex(): Promise<number> {
+  const leader = (await (await jetstreamManager(nc)).streams.info('EVENTS')).cluster?.leader;
+  assert.ok(leader, 'EVENTS has a leader');
+  return nodeIndex(leader);
+}
+
+async function metaLeaderIndex(): Promise<number> {
+  const leader = await cluster.metaLeader();
+  assert.ok(leader, 'the cluster has a meta leader');
+  return nodeIndex(leader);
+}
+
+/** kill -9 of the node `findNode` names; restored by starting it again. */
+async function killNode(findNode: () => Promise<number>): Promise<{ restore: () => Promise<void> }> {
+  const index = await findNode();
+  await cluster.killNats(index, 'SIGKILL');
+  return { restore: () => cluster.startNats(index) };
+}
+
 describe('NATS node faults under load', () => {
   test('kill -9 of the EVENTS stream leader: writes resume, every acknowledged event once in QuestDB', { skip: only !== undefined && only !== 'leader' }, async () => {
-    await underLoad('stream-leader', async () => {
-      const leader = (await (await jetstreamManager(nc)).streams.info('EVENTS')).cluster?.leader;
-      assert.ok(leader, 'EVENTS has a leader');
-      const index = nodeIndex(leader);
-      await cluster.killNats(index, 'SIGKILL');
-      return { restore: () => cluster.startNats(index) };
-    });
+    await underLoad('stream-leader', () => killNode(streamLeaderIndex));
   });
 
   test('kill -9 of the JetStream meta leader: writes resume, every acknowledged event once in QuestDB', { skip: only !== undefined && only !== 'meta' }, async () => {
-    await underLoad('meta-leader', async () => {
-      const leader = await cluster.metaLeader();
-      assert.ok(leader, 'the cluster has a meta leader');
-      const index = nodeIndex(leader);
-      await cluster.killNats(index, 'SIGKILL');
-      return { restore: () => cluster.startNats(index) };
-    });
+    await underLoad('meta-leader', () => killNode(metaLeaderIndex));
   });
 
   test('a node frozen with SIGSTOP for 15 s, then SIGCONT: writes go on, every acknowledged event once', { skip: only !== undefined && only !== 'stop' }, async () => {
     await underLoad('sigstop', async () => {
       // The stream leader, the worst node to freeze: its followers must notice and elect another.
-      const leader = (await (await jetstreamManager(nc)).streams.info('EVENTS')).cluster?.leader;
-      const index = nodeIndex(leader ?? 'nats-1');
+      const index = await streamLeaderIndex();
       await cluster.killNats(index, 'SIGSTOP');
       const resume = setTimeout(() => void cluster.killNats(index, 'SIGCONT'), 15_000);
       return {

@@ -101,7 +101,6 @@ export function createAnalyticsTableSql(spec: AnalyticsTableSpec): string {
   );
 }
 
-
 export interface AnalyticsTablePlan {
   /** ALTER statements that make an existing table fit (missing columns, dedup keys). */
   statements: string[];
@@ -264,8 +263,8 @@ function identity(...parts: Array<string | number>): string {
 }
 
 /** Writes one row, then `written_at`, then the designated timestamp (the event path's writer). */
-export function writeAnalyticsRow(writer: IlpRowWriter, row: Row, writtenAtMicros: number): unknown {
-  return writeRow(writer, row, writtenAtMicros, WRITTEN_AT);
+export function writeAnalyticsRow(writer: IlpRowWriter, row: Row, writtenAtMicros: number): void {
+  writeRow(writer, row, writtenAtMicros, WRITTEN_AT);
 }
 
 export interface QuestDbAnalyticsSinkOptions extends Pick<QuestDbSinkOptions, 'httpUrl' | 'username' | 'password' | 'requestTimeoutMs' | 'retryTimeoutMs'> {
@@ -356,19 +355,18 @@ export class QuestDbAnalyticsSink {
     if (this.pending.size === 0) return;
     const batch = [...this.pending.entries()];
     await this.addAggregateColumns(batch.map(([, row]) => row));
-    // Encoded afresh each time: after a failed request the writer does not keep its buffer.
+    // Encoded afresh from `pending` each time (a newer revision of a row replaces the older one), so the bytes a
+    // failed request left in the writer are dropped first.
     this.sender.reset();
     const writtenAt = this.options.nowMicros();
     for (const [id, row] of batch) {
       try {
-        const closed = writeAnalyticsRow(this.sender, row, writtenAt);
-        // With auto-flush off, at() only closes the row; its promise cannot carry a network error.
-        if (closed instanceof Promise) closed.catch(() => undefined);
+        writeAnalyticsRow(this.sender, row, writtenAt);
       } catch (error) {
-        // A half-written row would corrupt the request: start over without it.
+        // Only the open row is lost: the rows closed before it stay in the request.
+        this.sender.abortRow();
         this.options.log.error({ table: row.table, ts: row.ts, err: errorMessage(error) }, 'ILP writer cannot encode analytics row; dropped');
         if (this.pending.get(id) === row) this.pending.delete(id);
-        return this.send();
       }
     }
     try {

@@ -247,9 +247,9 @@ export interface IlpRowWriter {
 
 /**
  * Writes one row: table, symbols, fields, the write-time column (`hub_ts` for events, `written_at` for analytics
- * outputs), then the designated timestamp. Returns what `at()` returned.
+ * outputs), then the designated timestamp.
  */
-export function writeRow(writer: IlpRowWriter, row: Row, hubTsMicros: number, writeTimeColumn = 'hub_ts'): unknown {
+export function writeRow(writer: IlpRowWriter, row: Row, hubTsMicros: number, writeTimeColumn = 'hub_ts'): void {
   writer.table(row.table);
   for (const symbol of row.symbols) writer.symbol(symbol.name, symbol.value);
   for (const field of row.fields) {
@@ -272,5 +272,5 @@ export function writeRow(writer: IlpRowWriter, row: Row, hubTsMicros: number, wr
     }
   }
   writer.timestampColumn(writeTimeColumn, hubTsMicros, 'us');
-  return writer.at(row.ts, 'us');
+  writer.at(row.ts, 'us');
 }
