@@ -4,6 +4,7 @@ import { join } from 'node:path';
 import { connect, type NatsConnection } from '@nats-io/transport-node';
 import { jetstream } from '@nats-io/jetstream';
 import type { Logger } from '../../shared/logger.js';
+import { natsAuthOptions } from '../../shared/nats-auth.js';
 import { startAdminServer } from './admin-server.js';
 import { DeadLetterForwarder } from './buffer/jetstream-dead-letter-forwarder.js';
 import { PreAggregation } from './aggregation/pre-aggregation.js';
@@ -124,7 +125,9 @@ export class EdgeAgent {
         // node after 3-4.5 s.
         pingInterval: 1500,
         maxPingOut: 2,
-        ...(config.nats.user ? { user: config.nats.user, pass: config.nats.pass ?? '' } : {}),
+        // Replies (PubAcks, the schema watch) under a prefix of this agent's own: its NATS user may subscribe nowhere else.
+        inboxPrefix: config.nats.inboxPrefix ?? `_INBOX_${config.agentId}`,
+        ...natsAuthOptions(config.nats),
       });
       if (this.stopped) {
         await nc.close();

@@ -1,6 +1,7 @@
 /** The agent's configuration: one JSON Schema (defaults and descriptions on every field), loaded once at start. */
 import { hostname } from 'node:os';
-import { loadConfig, configPathFromArgv } from '../../shared/config.js';
+import { ConfigError, loadConfig, configPathFromArgv } from '../../shared/config.js';
+import { natsAuthProblems, natsAuthSchemaProperties, type NatsAuthConfig } from '../../shared/nats-auth.js';
 import { DEFAULT_SCHEMA_DIR } from '../../shared/schema-catalog.js';
 import { AGENT_ID_PATTERN } from '../../shared/wire.js';
 import { aggregationConfigSchema, type AggregationRule } from './aggregation/pre-aggregation.js';
@@ -16,7 +17,7 @@ export interface AgentConfig {
   dataDir: string;
   schemasDir: string;
   partitions: number;
-  nats: { servers: string[]; user?: string; pass?: string };
+  nats: NatsAuthConfig & { servers: string[]; inboxPrefix?: string };
   outbox: { maxBytes: number; fullPolicy: FullPolicy; synchronous: 'full' | 'normal' };
   publisher: {
     maxBatchEvents: number;
@@ -82,8 +83,12 @@ export const agentConfigSchema = {
           default: ['nats://127.0.0.1:4222', 'nats://127.0.0.1:4223', 'nats://127.0.0.1:4224'],
           description: 'Seed URLs of the cluster.',
         },
-        user: { type: 'string', description: 'NATS user.' },
-        pass: { type: 'string', description: 'NATS password.' },
+        ...natsAuthSchemaProperties,
+        inboxPrefix: {
+          type: 'string',
+          pattern: '^[A-Za-z0-9_-]+$',
+          description: 'Prefix of the subjects replies to this agent arrive on; an edge user made by make-security.ts may only subscribe to `_INBOX_<agentId>.>`. @default _INBOX_<agentId>',
+        },
       },
     },
     outbox: {
@@ -195,5 +200,8 @@ export const agentConfigSchema = {
 
 export function loadAgentConfig(argv: string[] = process.argv.slice(2)): AgentConfig {
   const path = configPathFromArgv(argv);
-  return loadConfig<AgentConfig>(agentConfigSchema, { ...(path ? { path } : {}), envPrefix: 'EDGE_', what: 'edge agent' });
+  const config = loadConfig<AgentConfig>(agentConfigSchema, { ...(path ? { path } : {}), envPrefix: 'EDGE_', what: 'edge agent' });
+  const problems = natsAuthProblems(config.nats);
+  if (problems.length > 0) throw new ConfigError(`invalid edge agent config:\n${problems.map((p) => `  - config.${p}`).join('\n')}`);
+  return config;
 }

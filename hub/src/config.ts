@@ -1,6 +1,7 @@
 /** The hub's configuration: one JSON Schema (defaults and descriptions on every field), loaded once at start. */
 import { hostname } from 'node:os';
 import { ConfigError, configPathFromArgv, loadConfig } from '../../shared/config.js';
+import { natsAuthProblems, natsAuthSchemaProperties, type NatsAuthConfig } from '../../shared/nats-auth.js';
 import { DEFAULT_SCHEMA_DIR } from '../../shared/schema-catalog.js';
 import { watermarkSettingsSchema } from './operators/watermark.js';
 import { DEFAULT_RULES_DIR } from './rules/kv-rule-store.js';
@@ -8,7 +9,7 @@ import { DEFAULT_RULES_DIR } from './rules/kv-rule-store.js';
 export type StreamRetention = 'interest' | 'limits';
 
 export interface HubConfig {
-  nats: { servers: string[]; user?: string; pass?: string; name: string };
+  nats: NatsAuthConfig & { servers: string[]; name: string };
   questdb: { httpUrl: string; username?: string; password?: string; requestTimeoutMs: number; retryTimeoutMs: number };
   consumer: { enabled: boolean; durableName: string; ackWaitMs: number; maxAckPendingMessages: number; pullMaxMessages: number };
   sink: {
@@ -79,8 +80,7 @@ export const hubConfigSchema = {
           default: ['nats://127.0.0.1:4222', 'nats://127.0.0.1:4223', 'nats://127.0.0.1:4224'],
           description: 'Seed URLs of the cluster (the client learns the other members from the server).',
         },
-        user: { type: 'string', description: 'NATS user; unset: no authentication. @default unset' },
-        pass: { type: 'string', description: 'NATS password, with `user`. @default unset' },
+        ...natsAuthSchemaProperties,
         name: {
           type: 'string',
           minLength: 1,
@@ -449,9 +449,7 @@ export function checkHubConfig(config: HubConfig): HubConfig {
       `analytics.ackWaitMs must be at least 5 x analytics.checkpointIntervalMs (messages are acked at checkpoints), got ${config.analytics.ackWaitMs} < 5 x ${config.analytics.checkpointIntervalMs}`,
     );
   }
-  if ((config.nats.user === undefined) !== (config.nats.pass === undefined)) {
-    problems.push('nats.user and nats.pass must be set together');
-  }
+  problems.push(...natsAuthProblems(config.nats));
   if ((config.questdb.username === undefined) !== (config.questdb.password === undefined)) {
     problems.push('questdb.username and questdb.password must be set together');
   }

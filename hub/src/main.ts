@@ -8,6 +8,7 @@ import { jetstream, jetstreamManager, type JetStreamManager } from '@nats-io/jet
 import { connect, type NatsConnection } from '@nats-io/transport-node';
 import { ConfigError } from '../../shared/config.js';
 import { createLogger, type Logger } from '../../shared/logger.js';
+import { natsAuthOptions } from '../../shared/nats-auth.js';
 import { loadSchemaCatalog } from '../../shared/schema-catalog.js';
 import { loadCompatModes } from '../../shared/schema-compat.js';
 import { EVENTS_STREAM } from '../../shared/wire.js';
@@ -159,7 +160,7 @@ async function main(): Promise<number> {
     // Notice a frozen server in 3-4.5 s (missed pings) and move to another node; the default takes 2 minutes.
     pingInterval: 1500,
     maxPingOut: 2,
-    ...(config.nats.user !== undefined ? { user: config.nats.user, pass: config.nats.pass } : {}),
+    ...natsAuthOptions(config.nats),
   });
   log.info({ server: nc.getServer() }, 'nats connected');
   const connection = watchConnection(nc, log);

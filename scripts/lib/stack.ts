@@ -33,6 +33,7 @@ import { createServer } from 'node:net';
 import { join, resolve } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 
+import { readQuestDbCredentials, securityPaths } from '../../deploy/security/make-security.js';
 import { ensureRuntime, REPO_ROOT, type Runtime } from './runtime.js';
 
 export type Triple = [number, number, number];
@@ -93,6 +94,12 @@ export interface StackOptions {
   runtime?: Runtime;
   /** How long to wait for every process to become healthy; default 90 s. */
   healthTimeoutMs?: number;
+  /**
+   * A folder made by deploy/security/make-security.ts: NATS then requires TLS (clients and routes) and nkey users
+   * (hub, one per edge, each edge allowed only its own subjects), and QuestDB requires the hub's password on HTTP
+   * and PostgreSQL and has a read-only `analyst`. Default: none (plain local stack).
+   */
+  security?: string;
 }
 
 export interface StackHandle {
@@ -105,6 +112,8 @@ export interface StackHandle {
   /** e.g. http://127.0.0.1:9000 */
   questdbHttpUrl: string;
   questdbPgPort: number;
+  /** The security folder the stack runs with (see StackOptions.security), or null. */
+  security: string | null;
   /** Stops every process of the stack (pid files; SIGTERM, then SIGKILL after 15 s). Idempotent. */
   stop(): Promise<void>;
   /**
@@ -162,6 +171,7 @@ export interface StoppedProcess {
 interface StackState {
   ports: StackPorts;
   runtime: Runtime;
+  security?: string;
 }
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -211,8 +221,27 @@ export function renderTemplate(template: string, vars: Record<string, string | n
   return out;
 }
 
-function renderConfigs(dir: string, ports: StackPorts): void {
+/** The security lines of each config: the files make-security.ts wrote, or a comment saying there are none. */
+function securityBlocks(security: string | undefined): { natsClient: string; natsCluster: string; questdb: string } {
+  if (security === undefined) {
+    const none = '# no TLS and no users: plain local stack (see deploy/security/make-security.ts)';
+    return { natsClient: none, natsCluster: `  ${none}`, questdb: none };
+  }
+  const s = securityPaths(security);
+  const read = (file: string): string => readFileSync(file, 'utf8').trimEnd();
+  return {
+    natsClient: read(s.natsClientConf),
+    natsCluster: read(s.natsClusterConf)
+      .split('\n')
+      .map((line) => `  ${line}`)
+      .join('\n'),
+    questdb: read(s.questdbConf),
+  };
+}
+
+function renderConfigs(dir: string, ports: StackPorts, security: string | undefined): void {
   const p = paths(dir);
+  const secure = securityBlocks(security);
   mkdirSync(p.conf, { recursive: true });
   mkdirSync(p.logs, { recursive: true });
   const natsTmpl = readFileSync(NATS_TEMPLATE, 'utf8');
@@ -232,6 +261,8 @@ function renderConfigs(dir: string, ports: StackPorts): void {
         MONITOR_PORT: at(ports.natsMonitor, i),
         STORE_DIR: p.natsStore(name),
         ROUTES: routes,
+        CLIENT_SECURITY: secure.natsClient,
+        CLUSTER_SECURITY: secure.natsCluster,
       },
       NATS_TEMPLATE,
     );
@@ -240,7 +271,7 @@ function renderConfigs(dir: string, ports: StackPorts): void {
   mkdirSync(join(p.questdbRoot, 'conf'), { recursive: true });
   const qdb = renderTemplate(
     readFileSync(QUESTDB_TEMPLATE, 'utf8'),
-    { HTTP_PORT: ports.questdbHttp, PG_PORT: ports.questdbPg },
+    { HTTP_PORT: ports.questdbHttp, PG_PORT: ports.questdbPg, SECURITY: secure.questdb },
     QUESTDB_TEMPLATE,
   );
   writeConfig(join(p.questdbRoot, 'conf', 'server.conf'), qdb);
@@ -492,9 +523,9 @@ function spawnProcess(dir: string, name: ProcName, runtime: Runtime, detached: b
 // ---------------------------------------------------------------------------------------------------------------
 // health
 
-async function httpGet(url: string, timeoutMs = 2_000): Promise<{ status: number; body: string } | null> {
+async function httpGet(url: string, timeoutMs = 2_000, headers: Record<string, string> = {}): Promise<{ status: number; body: string } | null> {
   try {
-    const res = await fetch(url, { signal: AbortSignal.timeout(timeoutMs) });
+    const res = await fetch(url, { signal: AbortSignal.timeout(timeoutMs), headers });
     return { status: res.status, body: await res.text() };
   } catch {
     return null;
@@ -518,14 +549,21 @@ async function natsHealth(ports: StackPorts, i: number): Promise<{ healthy: bool
   return leader ? { healthy: true, leader, why: 'ok' } : { healthy: false, leader: null, why: 'no JetStream meta leader yet' };
 }
 
-async function questdbHealth(ports: StackPorts): Promise<{ healthy: boolean; why: string }> {
-  const r = await httpGet(`http://${HOST}:${ports.questdbHttp}/exec?query=select%201`);
+/** Basic auth header of the hub's QuestDB user when the stack is secure. */
+export function questdbAuthHeaders(security: string | null | undefined): Record<string, string> {
+  if (!security) return {};
+  const { hub } = readQuestDbCredentials(security);
+  return { authorization: `Basic ${Buffer.from(`${hub.user}:${hub.password}`).toString('base64')}` };
+}
+
+async function questdbHealth(ports: StackPorts, security: string | undefined): Promise<{ healthy: boolean; why: string }> {
+  const r = await httpGet(`http://${HOST}:${ports.questdbHttp}/exec?query=select%201`, 2_000, questdbAuthHeaders(security));
   if (!r) return { healthy: false, why: 'HTTP port not answering' };
   return r.status === 200 ? { healthy: true, why: 'ok' } : { healthy: false, why: `/exec returned ${r.status}` };
 }
 
-async function procHealth(ports: StackPorts, name: ProcName): Promise<{ healthy: boolean; why: string; leader?: string | null }> {
-  return name === 'questdb' ? questdbHealth(ports) : natsHealth(ports, natsIndex(name));
+async function procHealth(ports: StackPorts, name: ProcName, security?: string): Promise<{ healthy: boolean; why: string; leader?: string | null }> {
+  return name === 'questdb' ? questdbHealth(ports, security) : natsHealth(ports, natsIndex(name));
 }
 
 async function waitHealthy(
@@ -534,12 +572,13 @@ async function waitHealthy(
   name: ProcName,
   timeoutMs: number,
   cancel: { cancelled: boolean } = { cancelled: false },
+  security?: string,
 ): Promise<void> {
   const deadline = Date.now() + timeoutMs;
   let why = 'not checked';
   for (;;) {
     if (cancel.cancelled) throw new Error(`${name}: startup cancelled`);
-    const h = await procHealth(ports, name);
+    const h = await procHealth(ports, name, security);
     if (h.healthy) return;
     why = h.why;
     const pid = runningPid(dir, name);
@@ -562,8 +601,9 @@ async function waitHealthy(
 // public API
 
 /** The PIPELINE_* environment variables integration tests read to find the stack. */
-export function stackEnv(dir: string, ports: StackPorts): Record<string, string> {
+export function stackEnv(dir: string, ports: StackPorts, security?: string): Record<string, string> {
   return {
+    ...(security ? { PIPELINE_SECURITY_DIR: resolve(security) } : {}),
     PIPELINE_NATS_URLS: ports.natsClient.map((p) => `nats://${HOST}:${p}`).join(','),
     PIPELINE_NATS_MONITOR_URLS: ports.natsMonitor.map((p) => `http://${HOST}:${p}`).join(','),
     PIPELINE_QUESTDB_HTTP: `http://${HOST}:${ports.questdbHttp}`,
@@ -577,11 +617,11 @@ function makeHandle(dir: string, state: StackState, detached: boolean, log: (s: 
   const start = async (name: ProcName): Promise<void> => {
     if (runningPid(dir, name) === null) {
       await checkPortsFree(dir, ports, [name]);
-      renderConfigs(dir, ports);
+      renderConfigs(dir, ports, state.security);
       spawnProcess(dir, name, runtime, detached);
       log(`started ${name} (pid ${String(runningPid(dir, name))})`);
     }
-    await waitHealthy(dir, ports, name, healthTimeoutMs);
+    await waitHealthy(dir, ports, name, healthTimeoutMs, undefined, state.security);
   };
   return {
     dir: resolve(dir),
@@ -590,6 +630,7 @@ function makeHandle(dir: string, state: StackState, detached: boolean, log: (s: 
     natsMonitorUrls: ports.natsMonitor.map((p) => `http://${HOST}:${p}`),
     questdbHttpUrl: `http://${HOST}:${ports.questdbHttp}`,
     questdbPgPort: ports.questdbPg,
+    security: state.security ?? null,
     stop: async () => {
       await stopStack(dir);
     },
@@ -615,7 +656,7 @@ function makeHandle(dir: string, state: StackState, detached: boolean, log: (s: 
       }
       return null;
     },
-    env: () => stackEnv(dir, ports),
+    env: () => stackEnv(dir, ports, state.security),
   };
 }
 
@@ -634,17 +675,18 @@ export async function startStack(opts: StackOptions): Promise<StackHandle> {
 
   const running = PROC_NAMES.filter((n) => runningPid(dir, n) !== null);
   const previous = readState(dir);
-  if (running.length > 0 && previous && !samePorts(previous.ports, ports)) {
+  const security = opts.security === undefined ? undefined : resolve(opts.security);
+  if (running.length > 0 && previous && (!samePorts(previous.ports, ports) || previous.security !== security)) {
     throw new Error(
-      `the stack in ${dir} is running (${running.join(', ')}) with other ports; stop it first (npm run stack -- down)`,
+      `the stack in ${dir} is running (${running.join(', ')}) with other ports or security; stop it first (npm run stack -- down)`,
     );
   }
   const toStart = PROC_NAMES.filter((n) => !running.includes(n));
   await checkPortsFree(dir, ports, toStart);
 
   mkdirSync(dir, { recursive: true });
-  renderConfigs(dir, ports);
-  const state: StackState = { ports, runtime };
+  renderConfigs(dir, ports, security);
+  const state: StackState = { ports, runtime, ...(security !== undefined ? { security } : {}) };
   writeFileSync(paths(dir).state, `${JSON.stringify(state, null, 2)}\n`);
 
   for (const name of running) log(`${name} already running (pid ${String(runningPid(dir, name))})`);
@@ -659,7 +701,7 @@ export async function startStack(opts: StackOptions): Promise<StackHandle> {
     const cancel = { cancelled: false };
     await Promise.all(
       PROC_NAMES.map((n) =>
-        waitHealthy(dir, ports, n, healthTimeoutMs, cancel).catch((err: unknown) => {
+        waitHealthy(dir, ports, n, healthTimeoutMs, cancel, security).catch((err: unknown) => {
           cancel.cancelled = true;
           throw err;
         }),
@@ -705,12 +747,13 @@ export async function stopStack(dir: string, timeoutMs = STOP_TIMEOUT_MS): Promi
 /** Per process: pid (from the pid file, if it is really ours), alive, healthy; and the NATS meta leader. */
 export async function stackStatus(dir: string, ports?: StackPorts): Promise<StackStatus> {
   const p = paths(dir);
-  const usePorts = ports ?? readState(dir)?.ports ?? DEFAULT_PORTS;
+  const state = readState(dir);
+  const usePorts = ports ?? state?.ports ?? DEFAULT_PORTS;
   const processes = await Promise.all(
     PROC_NAMES.map(async (name): Promise<ProcessStatus> => {
       const pid = runningPid(dir, name);
       const alive = pid !== null;
-      const h = alive ? await procHealth(usePorts, name) : { healthy: false, leader: null };
+      const h = alive ? await procHealth(usePorts, name, state?.security) : { healthy: false, leader: null };
       const i = natsIndex(name);
       return {
         name,

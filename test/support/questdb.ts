@@ -1,6 +1,6 @@
 /** SQL over QuestDB's REST endpoint, for assertions. */
-export async function query<T extends Record<string, unknown>>(httpUrl: string, sql: string): Promise<T[]> {
-  const response = await fetch(`${httpUrl}/exec?query=${encodeURIComponent(sql)}`);
+export async function query<T extends Record<string, unknown>>(httpUrl: string, sql: string, headers: Record<string, string> = {}): Promise<T[]> {
+  const response = await fetch(`${httpUrl}/exec?query=${encodeURIComponent(sql)}`, { headers });
   const body = (await response.json()) as { columns?: { name: string }[]; dataset?: unknown[][]; error?: string };
   if (!response.ok || body.error) throw new Error(`QuestDB query failed: ${body.error ?? response.status}: ${sql}`);
   const columns = (body.columns ?? []).map((c) => c.name);

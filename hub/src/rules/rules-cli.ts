@@ -17,6 +17,7 @@ import { pathToFileURL } from 'node:url';
 import { parseArgs } from 'node:util';
 import { connect, type NatsConnection } from '@nats-io/transport-node';
 import { parse as parseYaml } from 'yaml';
+import { natsAuthOptions } from '../../../shared/nats-auth.js';
 import { errorMessage } from '../errors.js';
 import { parseRuleFile, validateRule, type Rule } from '../operators/rules.js';
 import { DEFAULT_RULES_BUCKET, DEFAULT_RULES_DIR, DEFAULT_RULES_REPLICAS, canonicalJson, decodeRule, openRuleBucket, publishRuleFiles, ruleKey, ruleNameOf } from './kv-rule-store.js';
@@ -106,7 +107,12 @@ export async function runRulesCli(argv: string[], io: CliIo): Promise<number> {
         servers,
         name: 'hub-rules-cli',
         timeout: 5000,
-        ...(io.env.HUB_NATS__USER ? { user: io.env.HUB_NATS__USER, pass: io.env.HUB_NATS__PASS ?? '' } : {}),
+        // The same environment overrides as the hub (HUB_NATS__USER/PASS, HUB_NATS__NKEY_SEED_FILE, HUB_NATS__TLS__CA_FILE).
+        ...natsAuthOptions({
+          ...(io.env.HUB_NATS__USER ? { user: io.env.HUB_NATS__USER, pass: io.env.HUB_NATS__PASS ?? '' } : {}),
+          ...(io.env.HUB_NATS__NKEY_SEED_FILE ? { nkeySeedFile: io.env.HUB_NATS__NKEY_SEED_FILE } : {}),
+          ...(io.env.HUB_NATS__TLS__CA_FILE ? { tls: { caFile: io.env.HUB_NATS__TLS__CA_FILE } } : {}),
+        }),
       });
     } catch (error) {
       throw new Error(`cannot connect to NATS at ${servers.join(', ')}: ${errorMessage(error)}`);

@@ -1,0 +1,294 @@
+/**
+ * Makes (or completes) the secrets of a deployment in one folder:
+ *   tls/ca.pem, tls/ca-key.pem             a private certificate authority (ECDSA P-256, 10 years)
+ *   tls/server.pem, tls/server-key.pem     the NATS nodes' certificate, for the --host names and addresses given
+ *                                          (serverAuth + clientAuth: the same certificate secures the routes)
+ *   nats/hub.nk                            nkey seed of the hub workers (may do anything)
+ *   nats/edges/<agentId>.nk                nkey seed of one edge agent (may publish only its own subjects)
+ *   nats/client-security.conf              TLS + authorization block for the nats-server client listener
+ *   nats/cluster-security.conf             TLS block for the routes between the nodes
+ *   questdb/credentials.json               QuestDB users: `hub` (HTTP + PostgreSQL, read-write), `analyst` (PostgreSQL, read-only)
+ *   questdb/security.conf                  the matching lines for QuestDB's server.conf
+ *
+ * Run again with more --edge ids to add agents: what exists is kept (the CA, the keys, every seed), so nothing
+ * already deployed has to change; the two nats/*.conf files and questdb/security.conf are rewritten from it.
+ *
+ *   npx tsx deploy/security/make-security.ts --out /etc/pipeline/secrets --host nats-1.example.net --host 10.0.0.11 \
+ *       --edge gateway-berlin-01 --edge gateway-berlin-02
+ *
+ * The seeds and keys are written with mode 0600. Certificates come from `openssl` (it must be on PATH); nkeys from
+ * @nats-io/nkeys, the NATS project's own implementation.
+ */
+import { execFileSync } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { chmodSync, existsSync, mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { isIP } from 'node:net';
+import { join, resolve } from 'node:path';
+import { pathToFileURL } from 'node:url';
+import { parseArgs } from 'node:util';
+
+import { createUser, fromSeed } from '@nats-io/nkeys';
+
+/** Same rule as the agent's `agentId` (a single NATS subject token). */
+const AGENT_ID = /^[A-Za-z0-9_-]{1,64}$/;
+
+export interface SecurityOptions {
+  out: string;
+  /** Host names and IP addresses the NATS nodes are reached by (certificate subject alternative names). */
+  hosts: string[];
+  /** Edge agent ids to make credentials for (added to those already in `out`). */
+  edges: string[];
+  /** KV bucket the agents watch for schemas (their only read access). */
+  schemaBucket: string;
+  /** Days the server certificate is valid. */
+  days: number;
+}
+
+export interface SecurityPaths {
+  dir: string;
+  caFile: string;
+  serverCertFile: string;
+  serverKeyFile: string;
+  hubSeedFile: string;
+  edgeSeedFile(agentId: string): string;
+  natsClientConf: string;
+  natsClusterConf: string;
+  questdbCredentials: string;
+  questdbConf: string;
+}
+
+export interface QuestDbCredentials {
+  hub: { user: string; password: string };
+  analyst: { user: string; password: string };
+}
+
+export function securityPaths(dir: string): SecurityPaths {
+  const root = resolve(dir);
+  return {
+    dir: root,
+    caFile: join(root, 'tls', 'ca.pem'),
+    serverCertFile: join(root, 'tls', 'server.pem'),
+    serverKeyFile: join(root, 'tls', 'server-key.pem'),
+    hubSeedFile: join(root, 'nats', 'hub.nk'),
+    edgeSeedFile: (agentId) => join(root, 'nats', 'edges', `${agentId}.nk`),
+    natsClientConf: join(root, 'nats', 'client-security.conf'),
+    natsClusterConf: join(root, 'nats', 'cluster-security.conf'),
+    questdbCredentials: join(root, 'questdb', 'credentials.json'),
+    questdbConf: join(root, 'questdb', 'security.conf'),
+  };
+}
+
+/** Inbox prefix of an edge agent: replies to its requests (PubAcks, KV watch) arrive under it, and nowhere else. */
+export function edgeInboxPrefix(agentId: string): string {
+  return `_INBOX_${agentId}`;
+}
+
+/**
+ * What an edge agent may do on the hub's NATS: publish its event batches (events.<id>.<partition>) and dead letters
+ * (dlq.<id>), read the schema registry bucket, and receive the replies to its own requests. Nothing else: not the
+ * other edges' subjects, not the events or DLQ streams' contents, and no JetStream API call that changes anything
+ * but its own short-lived schema watcher.
+ */
+export function edgePermissions(agentId: string, schemaBucket: string): { publish: string[]; subscribe: string[] } {
+  const kv = `KV_${schemaBucket}`;
+  return {
+    publish: [
+      `events.${agentId}.*`,
+      `dlq.${agentId}`,
+      '$JS.API.INFO',
+      `$JS.API.STREAM.INFO.${kv}`,
+      `$JS.API.CONSUMER.CREATE.${kv}.>`,
+      `$JS.API.CONSUMER.INFO.${kv}.>`,
+      `$JS.API.CONSUMER.DELETE.${kv}.>`,
+      `$JS.API.CONSUMER.MSG.NEXT.${kv}.>`,
+      `$JS.API.DIRECT.GET.${kv}.>`,
+      `$JS.FC.${kv}.>`,
+    ],
+    subscribe: [`${edgeInboxPrefix(agentId)}.>`],
+  };
+}
+
+function run(cmd: string, args: string[]): void {
+  try {
+    execFileSync(cmd, args, { stdio: ['ignore', 'ignore', 'pipe'] });
+  } catch (err) {
+    const stderr = (err as { stderr?: Buffer }).stderr?.toString().trim();
+    throw new Error(`${cmd} ${args.join(' ')} failed${stderr ? `: ${stderr}` : ''}`);
+  }
+}
+
+function writeSecret(path: string, content: string): void {
+  writeFileSync(path, content, { mode: 0o600 });
+  chmodSync(path, 0o600);
+}
+
+function makeCertificates(p: SecurityPaths, hosts: string[], days: number): void {
+  const tls = join(p.dir, 'tls');
+  mkdirSync(tls, { recursive: true });
+  const caKey = join(tls, 'ca-key.pem');
+  if (!existsSync(p.caFile)) {
+    run('openssl', ['ecparam', '-name', 'prime256v1', '-genkey', '-noout', '-out', caKey]);
+    chmodSync(caKey, 0o600);
+    run('openssl', ['req', '-x509', '-new', '-key', caKey, '-sha256', '-days', '3650', '-subj', '/CN=event-pipeline CA', '-out', p.caFile]);
+  }
+  // The server certificate is remade when the host list changes (the CA stays, so clients need nothing new).
+  const hostsFile = join(tls, 'server-hosts.txt');
+  const wanted = [...new Set(hosts)].sort().join('\n');
+  if (existsSync(p.serverCertFile) && existsSync(hostsFile) && readFileSync(hostsFile, 'utf8') === wanted) return;
+  const san = [...new Set(hosts)].map((h) => (isIP(h) ? `IP:${h}` : `DNS:${h}`)).join(',');
+  const ext = join(tls, 'server.ext');
+  writeFileSync(
+    ext,
+    ['basicConstraints=CA:FALSE', 'keyUsage=digitalSignature,keyEncipherment', 'extendedKeyUsage=serverAuth,clientAuth', `subjectAltName=${san}`, ''].join('\n'),
+  );
+  const csr = join(tls, 'server.csr');
+  run('openssl', ['ecparam', '-name', 'prime256v1', '-genkey', '-noout', '-out', p.serverKeyFile]);
+  chmodSync(p.serverKeyFile, 0o600);
+  run('openssl', ['req', '-new', '-key', p.serverKeyFile, '-subj', '/CN=nats', '-out', csr]);
+  run('openssl', [
+    'x509', '-req', '-in', csr, '-CA', p.caFile, '-CAkey', caKey, '-CAcreateserial', '-sha256',
+    '-days', String(days), '-extfile', ext, '-out', p.serverCertFile,
+  ]);
+  writeFileSync(hostsFile, wanted);
+  rmSync(csr, { force: true });
+  rmSync(ext, { force: true });
+}
+
+/** The seed in `file`, made first if missing. Returns the public key (U...). */
+function userKey(file: string): string {
+  if (!existsSync(file)) {
+    const user = createUser();
+    writeSecret(file, `${new TextDecoder().decode(user.getSeed())}\n`);
+  }
+  return fromSeed(new TextEncoder().encode(readFileSync(file, 'utf8').trim())).getPublicKey();
+}
+
+const quote = (s: string): string => JSON.stringify(s);
+const list = (items: string[]): string => `[${items.map(quote).join(', ')}]`;
+
+function natsClientConf(p: SecurityPaths, hubKey: string, edges: Array<{ id: string; key: string }>, schemaBucket: string): string {
+  const users = [
+    `    # hub workers: the streams, consumers, KV buckets and alerts are theirs\n    { nkey: ${quote(hubKey)} }`,
+    ...edges.map(({ id, key }) => {
+      const perms = edgePermissions(id, schemaBucket);
+      return (
+        `    # edge agent ${id}\n` +
+        `    { nkey: ${quote(key)}, permissions: {\n` +
+        `        publish: { allow: ${list(perms.publish)} }\n` +
+        `        subscribe: { allow: ${list(perms.subscribe)} }\n` +
+        `    } }`
+      );
+    }),
+  ];
+  return [
+    '# Made by deploy/security/make-security.ts: TLS and users of the nats-server client listener.',
+    'tls {',
+    `  cert_file: ${quote(p.serverCertFile)}`,
+    `  key_file: ${quote(p.serverKeyFile)}`,
+    `  ca_file: ${quote(p.caFile)}`,
+    '  timeout: 2',
+    '}',
+    'authorization {',
+    '  users: [',
+    users.join('\n'),
+    '  ]',
+    '}',
+    '',
+  ].join('\n');
+}
+
+function natsClusterConf(p: SecurityPaths): string {
+  return [
+    '# Made by deploy/security/make-security.ts: TLS of the routes (nats-server verifies the peer node\'s certificate).',
+    'tls {',
+    `  cert_file: ${quote(p.serverCertFile)}`,
+    `  key_file: ${quote(p.serverKeyFile)}`,
+    `  ca_file: ${quote(p.caFile)}`,
+    '  timeout: 2',
+    '}',
+    '',
+  ].join('\n');
+}
+
+function questdbCredentials(p: SecurityPaths): QuestDbCredentials {
+  if (existsSync(p.questdbCredentials)) return JSON.parse(readFileSync(p.questdbCredentials, 'utf8')) as QuestDbCredentials;
+  const password = (): string => randomBytes(18).toString('base64url');
+  const credentials: QuestDbCredentials = { hub: { user: 'hub', password: password() }, analyst: { user: 'analyst', password: password() } };
+  writeSecret(p.questdbCredentials, `${JSON.stringify(credentials, null, 2)}\n`);
+  return credentials;
+}
+
+function questdbConf(c: QuestDbCredentials): string {
+  return [
+    '# Made by deploy/security/make-security.ts. The hub writes (ILP over HTTP, REST DDL) and may query over',
+    '# PostgreSQL as `hub`; analysts get `analyst` on PostgreSQL, which QuestDB allows to read only.',
+    `http.user=${c.hub.user}`,
+    `http.password=${c.hub.password}`,
+    `pg.user=${c.hub.user}`,
+    `pg.password=${c.hub.password}`,
+    'pg.readonly.user.enabled=true',
+    `pg.readonly.user=${c.analyst.user}`,
+    `pg.readonly.password=${c.analyst.password}`,
+    '',
+  ].join('\n');
+}
+
+/** Makes or completes the folder; returns its paths. */
+export function makeSecurity(options: SecurityOptions): SecurityPaths {
+  for (const id of options.edges) {
+    if (!AGENT_ID.test(id)) throw new Error(`--edge ${JSON.stringify(id)}: an agent id is 1-64 of A-Z a-z 0-9 _ - (it is a NATS subject token)`);
+    if (id === 'hub') throw new Error('--edge hub: "hub" is reserved (dlq.hub.> holds the hub\'s own dead letters)');
+  }
+  if (options.hosts.length === 0) throw new Error('give at least one --host');
+  const p = securityPaths(options.out);
+  for (const sub of ['nats/edges', 'questdb']) mkdirSync(join(p.dir, sub), { recursive: true, mode: 0o700 });
+  makeCertificates(p, options.hosts, options.days);
+  const hubKey = userKey(p.hubSeedFile);
+  for (const id of options.edges) userKey(p.edgeSeedFile(id));
+  const edges = readdirSync(join(p.dir, 'nats', 'edges'))
+    .filter((f) => f.endsWith('.nk'))
+    .map((f) => f.slice(0, -3))
+    .sort()
+    .map((id) => ({ id, key: userKey(p.edgeSeedFile(id)) }));
+  writeFileSync(p.natsClientConf, natsClientConf(p, hubKey, edges, options.schemaBucket));
+  writeFileSync(p.natsClusterConf, natsClusterConf(p));
+  writeFileSync(p.questdbConf, questdbConf(questdbCredentials(p)));
+  chmodSync(p.questdbConf, 0o600);
+  return p;
+}
+
+export function readQuestDbCredentials(dir: string): QuestDbCredentials {
+  return JSON.parse(readFileSync(securityPaths(dir).questdbCredentials, 'utf8')) as QuestDbCredentials;
+}
+
+function main(): void {
+  const { values } = parseArgs({
+    options: {
+      out: { type: 'string' },
+      host: { type: 'string', multiple: true, default: [] },
+      edge: { type: 'string', multiple: true, default: [] },
+      'schema-bucket': { type: 'string', default: 'schemas' },
+      days: { type: 'string', default: '825' },
+      help: { type: 'boolean', default: false },
+    },
+  });
+  if (values.help || !values.out) {
+    process.stdout.write(
+      'usage: npx tsx deploy/security/make-security.ts --out <dir> [--host <name|ip>]... [--edge <agentId>]... [--schema-bucket schemas] [--days 825]\n',
+    );
+    process.exitCode = values.help ? 0 : 2;
+    return;
+  }
+  const hosts = values.host.length > 0 ? values.host : ['127.0.0.1', 'localhost'];
+  const p = makeSecurity({ out: values.out, hosts, edges: values.edge, schemaBucket: values['schema-bucket'], days: Number(values.days) });
+  process.stdout.write(
+    `secrets in ${p.dir}:\n` +
+      `  CA certificate (give to agents and hub): ${p.caFile}\n` +
+      `  hub seed: ${p.hubSeedFile}\n` +
+      `  edge seeds: ${join(p.dir, 'nats', 'edges')}/<agentId>.nk\n` +
+      `  nats-server: paste (or include, by a path relative to the config file) ${p.natsClientConf} at the top level and ${p.natsClusterConf} inside cluster {}\n` +
+      `  QuestDB: append ${p.questdbConf} to server.conf; credentials in ${p.questdbCredentials}\n`,
+  );
+}
+
+if (process.argv[1] && import.meta.url === pathToFileURL(resolve(process.argv[1])).href) main();
