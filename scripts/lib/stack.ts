@@ -49,6 +49,11 @@ export interface StackPorts {
   questdbHttp: number;
   /** QuestDB PostgreSQL wire port. */
   questdbPg: number;
+  /**
+   * Address each NATS node binds, and the network namespace it runs in (multi-host and partition tests, see
+   * scripts/lib/netns.ts). Default: 127.0.0.1 in the caller's namespace.
+   */
+  natsHosts?: Array<{ host: string; netns?: string }>;
 }
 
 export const DEFAULT_PORTS: StackPorts = {
@@ -203,6 +208,11 @@ function natsName(i: number): (typeof NATS_NAMES)[number] {
   return name;
 }
 
+/** Address NATS node `i` listens on. */
+function natsHost(ports: StackPorts, i: number): string {
+  return ports.natsHosts?.[i]?.host ?? HOST;
+}
+
 function at(t: Triple, i: number): number {
   const v = t[i];
   if (v === undefined) throw new RangeError(`port index ${i}`);
@@ -249,13 +259,13 @@ function renderConfigs(dir: string, ports: StackPorts, security: string | undefi
     mkdirSync(p.natsStore(name), { recursive: true });
     const routes = NATS_NAMES.map((_, j) => j)
       .filter((j) => j !== i)
-      .map((j) => `"nats-route://${HOST}:${at(ports.natsCluster, j)}"`)
+      .map((j) => `"nats-route://${natsHost(ports, j)}:${at(ports.natsCluster, j)}"`)
       .join(', ');
     const conf = renderTemplate(
       natsTmpl,
       {
         SERVER_NAME: name,
-        HOST,
+        HOST: natsHost(ports, i),
         CLIENT_PORT: at(ports.natsClient, i),
         CLUSTER_PORT: at(ports.natsCluster, i),
         MONITOR_PORT: at(ports.natsMonitor, i),
@@ -305,7 +315,7 @@ function samePorts(a: StackPorts, b: StackPorts): boolean {
 // processes
 
 /** Argument vector of a process of this stack (also what identifies it in /proc/<pid>/cmdline). */
-function command(dir: string, name: ProcName, runtime: Runtime): { cmd: string; args: string[]; marker: string } {
+function command(dir: string, name: ProcName, runtime: Runtime, ports: StackPorts): { cmd: string; args: string[]; marker: string } {
   const p = paths(dir);
   if (name === 'questdb') {
     return {
@@ -314,6 +324,9 @@ function command(dir: string, name: ProcName, runtime: Runtime): { cmd: string; 
       marker: p.questdbRoot,
     };
   }
+  const netns = ports.natsHosts?.[natsIndex(name)]?.netns;
+  // `ip netns exec` execs the server in place, so the pid and the marker in its command line stay the same.
+  if (netns) return { cmd: 'ip', args: ['netns', 'exec', netns, runtime.natsServer, '-c', p.natsConf(name)], marker: p.natsConf(name) };
   return { cmd: runtime.natsServer, args: ['-c', p.natsConf(name)], marker: p.natsConf(name) };
 }
 
@@ -447,6 +460,7 @@ function portsOf(ports: StackPorts, name: ProcName): { host: string; port: numbe
     ];
   }
   const i = natsIndex(name);
+  if (ports.natsHosts?.[i]?.netns) return []; // its own namespace: nothing else can hold its ports
   return [
     { host: HOST, port: at(ports.natsClient, i), what: `${name} client port` },
     { host: HOST, port: at(ports.natsCluster, i), what: `${name} cluster port` },
@@ -495,9 +509,9 @@ export function tailFile(file: string, n = 20): string {
   }
 }
 
-function spawnProcess(dir: string, name: ProcName, runtime: Runtime, detached: boolean): ChildProcess {
+function spawnProcess(dir: string, name: ProcName, runtime: Runtime, detached: boolean, ports: StackPorts): ChildProcess {
   const p = paths(dir);
-  const { cmd, args } = command(dir, name, runtime);
+  const { cmd, args } = command(dir, name, runtime, ports);
   const fd = openSync(p.log(name), 'a');
   try {
     writeSync(fd, `\n===== ${new Date().toISOString()} starting ${name}: ${cmd} ${args.join(' ')}\n`);
@@ -534,7 +548,7 @@ async function httpGet(url: string, timeoutMs = 2_000, headers: Record<string, s
 
 /** Health of one NATS node: /healthz?js-enabled-only=true is 200 and /jsz names a meta leader. */
 async function natsHealth(ports: StackPorts, i: number): Promise<{ healthy: boolean; leader: string | null; why: string }> {
-  const base = `http://${HOST}:${at(ports.natsMonitor, i)}`;
+  const base = `http://${natsHost(ports, i)}:${at(ports.natsMonitor, i)}`;
   const hz = await httpGet(`${base}/healthz?js-enabled-only=true`);
   if (!hz) return { healthy: false, leader: null, why: 'monitoring port not answering' };
   if (hz.status !== 200) return { healthy: false, leader: null, why: `/healthz returned ${hz.status}: ${hz.body.trim()}` };
@@ -604,8 +618,8 @@ async function waitHealthy(
 export function stackEnv(dir: string, ports: StackPorts, security?: string): Record<string, string> {
   return {
     ...(security ? { PIPELINE_SECURITY_DIR: resolve(security) } : {}),
-    PIPELINE_NATS_URLS: ports.natsClient.map((p) => `nats://${HOST}:${p}`).join(','),
-    PIPELINE_NATS_MONITOR_URLS: ports.natsMonitor.map((p) => `http://${HOST}:${p}`).join(','),
+    PIPELINE_NATS_URLS: ports.natsClient.map((p, i) => `nats://${natsHost(ports, i)}:${p}`).join(','),
+    PIPELINE_NATS_MONITOR_URLS: ports.natsMonitor.map((p, i) => `http://${natsHost(ports, i)}:${p}`).join(','),
     PIPELINE_QUESTDB_HTTP: `http://${HOST}:${ports.questdbHttp}`,
     PIPELINE_QUESTDB_PG_PORT: String(ports.questdbPg),
     PIPELINE_STACK_DIR: resolve(dir),
@@ -618,7 +632,7 @@ function makeHandle(dir: string, state: StackState, detached: boolean, log: (s: 
     if (runningPid(dir, name) === null) {
       await checkPortsFree(dir, ports, [name]);
       renderConfigs(dir, ports, state.security);
-      spawnProcess(dir, name, runtime, detached);
+      spawnProcess(dir, name, runtime, detached, ports);
       log(`started ${name} (pid ${String(runningPid(dir, name))})`);
     }
     await waitHealthy(dir, ports, name, healthTimeoutMs, undefined, state.security);
@@ -626,8 +640,8 @@ function makeHandle(dir: string, state: StackState, detached: boolean, log: (s: 
   return {
     dir: resolve(dir),
     ports,
-    natsUrls: ports.natsClient.map((p) => `nats://${HOST}:${p}`),
-    natsMonitorUrls: ports.natsMonitor.map((p) => `http://${HOST}:${p}`),
+    natsUrls: ports.natsClient.map((p, i) => `nats://${natsHost(ports, i)}:${p}`),
+    natsMonitorUrls: ports.natsMonitor.map((p, i) => `http://${natsHost(ports, i)}:${p}`),
     questdbHttpUrl: `http://${HOST}:${ports.questdbHttp}`,
     questdbPgPort: ports.questdbPg,
     security: state.security ?? null,
@@ -693,7 +707,7 @@ export async function startStack(opts: StackOptions): Promise<StackHandle> {
   const started: ProcName[] = [];
   try {
     for (const name of toStart) {
-      spawnProcess(dir, name, runtime, detached);
+      spawnProcess(dir, name, runtime, detached, ports);
       started.push(name);
     }
     if (toStart.length > 0) log(`started ${toStart.join(', ')}; waiting for health (logs in ${paths(dir).logs})`);
@@ -760,7 +774,7 @@ export async function stackStatus(dir: string, ports?: StackPorts): Promise<Stac
         pid: pid ?? readPid(dir, name),
         alive,
         healthy: h.healthy,
-        url: name === 'questdb' ? `http://${HOST}:${usePorts.questdbHttp}` : `nats://${HOST}:${at(usePorts.natsClient, i)}`,
+        url: name === 'questdb' ? `http://${HOST}:${usePorts.questdbHttp}` : `nats://${natsHost(usePorts, i)}:${at(usePorts.natsClient, i)}`,
         ...(name === 'questdb' ? {} : { metaLeader: h.leader ?? null }),
         log: p.log(name),
       };
