@@ -78,3 +78,38 @@ test('changing a rule restarts only that rule; unchanged rules keep their state'
   const out = results(set.apply(input[2]![1], 3, 0));
   assert.deepEqual(out, [['d1', 0, 1, 1], ['d2', 0, 1, 10]], 'rule "other" kept the first message');
 });
+
+test('a batch its agent sent again after the duplicate window (same range, new stream sequence) counts once, also after a restore', () => {
+  const ranged = (agent: string, first: number, events: WireEvent[]): EventBatch => ({ v: 1, agent, partition: 0, first, last: first + 9, events });
+  const b1 = ranged('a1', 1, [event('d1', 1_000, 1), event('d2', 2_000, 10)]);
+  const b2 = ranged('a1', 11, [event('d1', 5_000, 2)]);
+  const b3 = ranged('a1', 21, [event('d1', 12_000, 3)]);
+  const b4 = ranged('a1', 31, [event('d2', 25_000, 4)]);
+  const straight = new OperatorSet([countRule], watermark);
+  const expected = [b1, b2, b3, b4].flatMap((b, i) => results(straight.apply(b, i + 1, 0)));
+
+  const set = new OperatorSet([countRule], watermark);
+  const got = [b1, b2].flatMap((b, i) => results(set.apply(b, i + 1, 0)));
+  assert.equal(set.apply(b2, 3, 0), undefined, 'b2 stored a second time (seq 3) is skipped');
+  assert.equal(set.streamSeq, 3, 'and covered by the state, so it is acked');
+  const restored = new OperatorSet([countRule], watermark);
+  restored.restore(JSON.parse(JSON.stringify(set.snapshot())));
+  assert.equal(restored.apply(b1, 4, 0), undefined, 'b1 resent after a takeover is skipped too');
+  got.push(...[b3, b4].flatMap((b, i) => results(restored.apply(b, i + 5, 0))));
+  assert.deepEqual(got, expected);
+  assert.equal(set.resentBatchesSkipped + restored.resentBatchesSkipped, 2);
+
+  // Not a resend: the same range from another agent, or from an agent whose outbox was wiped (other events).
+  assert.ok(restored.apply(ranged('a2', 11, [event('d3', 30_000, 1)]), 7, 0));
+  assert.ok(restored.apply(ranged('a1', 11, [event('d9', 30_000, 1)]), 8, 0));
+});
+
+test('the resent-batch guard remembers a bounded number of ranges per agent', async () => {
+  const { ResentBatchGuard } = await import('../../hub/src/analytics/resent-batch-guard.js');
+  const guard = new ResentBatchGuard(4);
+  for (let i = 0; i < 6; i++) assert.equal(guard.seenBefore('a', i * 10, i * 10 + 9, `e${i}`), false);
+  assert.equal(guard.seenBefore('a', 50, 59, 'e5'), true);
+  assert.equal(guard.seenBefore('a', 20, 29, 'e2'), true, 'the last 4 are remembered');
+  assert.equal(guard.seenBefore('a', 0, 9, 'e0'), false, 'older ones are forgotten');
+  assert.deepEqual(guard.snapshot().a?.length, 4);
+});

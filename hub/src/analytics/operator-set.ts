@@ -22,6 +22,7 @@ import {
   type WatermarkSettings,
   type WatermarkSnapshot,
 } from '../operators/index.js';
+import { ResentBatchGuard, type ResentBatchGuardSnapshot } from './resent-batch-guard.js';
 
 export interface OperatorSetSnapshot {
   v: 1;
@@ -30,6 +31,8 @@ export interface OperatorSetSnapshot {
   watermark: WatermarkSnapshot;
   /** Per rule name: the hash of the rule definition the state belongs to, and the operator's snapshot. */
   operators: Record<string, { ruleHash: string; snapshot: OperatorSnapshot }>;
+  /** The last ranges seen per agent (absent in snapshots of older hubs). */
+  resent?: ResentBatchGuardSnapshot;
 }
 
 interface RunningRule {
@@ -48,6 +51,9 @@ export class OperatorSet {
   private lastWatermark: number | null = null;
   /** Last stream sequence applied; messages at or below it are replays and are skipped. */
   streamSeq = 0;
+  /** Batches skipped because their agent had sent the same range before (a resend past the duplicate window). */
+  resentBatchesSkipped = 0;
+  private readonly resent = new ResentBatchGuard();
 
   constructor(rules: readonly Rule[], watermarkSettings: WatermarkSettings) {
     this.watermark = new PartitionedWatermark(watermarkSettings);
@@ -83,10 +89,16 @@ export class OperatorSet {
 
   /**
    * Applies one message's batch (EVENTS stream sequence `seq`). Returns nothing for a replayed message (seq at
-   * or below the state's), so a redelivery after a crash is never counted twice.
+   * or below the state's), so a redelivery after a crash is never counted twice; nor for a batch its agent sent
+   * again after the stream's duplicate window (see resent-batch-guard.ts).
    */
   apply(batch: EventBatch, seq: number, nowMs: number): OperatorOutput[] | undefined {
     if (seq <= this.streamSeq) return undefined;
+    if (this.resent.seenBefore(batch.agent, batch.first, batch.last, batch.events[0]?.id)) {
+      this.streamSeq = seq;
+      this.resentBatchesSkipped++;
+      return undefined;
+    }
     const outputs: OperatorOutput[] = [];
     let newestTs = -Infinity;
     for (const event of batch.events) {
@@ -123,12 +135,13 @@ export class OperatorSet {
   snapshot(): OperatorSetSnapshot {
     const operators: OperatorSetSnapshot['operators'] = {};
     for (const [name, { hash, operator }] of this.running) operators[name] = { ruleHash: hash, snapshot: operator.snapshot() };
-    return { v: 1, streamSeq: this.streamSeq, watermark: this.watermark.snapshot(), operators };
+    return { v: 1, streamSeq: this.streamSeq, watermark: this.watermark.snapshot(), operators, resent: this.resent.snapshot() };
   }
 
   /** Restores a snapshot; returns the rules that could not resume (changed since, or new) and start empty. */
   restore(snapshot: OperatorSetSnapshot): string[] {
     this.streamSeq = snapshot.streamSeq;
+    this.resent.restore(snapshot.resent);
     this.watermark.restore(snapshot.watermark);
     this.lastWatermark = snapshot.watermark.combined;
     const fresh: string[] = [];
