@@ -127,6 +127,7 @@ export class EdgeAgent {
         maxPingOut: 2,
         // Replies (PubAcks, the schema watch) under a prefix of this agent's own: its NATS user may subscribe nowhere else.
         inboxPrefix: config.nats.inboxPrefix ?? `_INBOX_${config.agentId}`,
+        ignoreClusterUpdates: config.nats.ignoreDiscoveredServers,
         ...natsAuthOptions(config.nats),
       });
       if (this.stopped) {

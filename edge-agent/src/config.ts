@@ -17,7 +17,7 @@ export interface AgentConfig {
   dataDir: string;
   schemasDir: string;
   partitions: number;
-  nats: NatsAuthConfig & { servers: string[]; inboxPrefix?: string };
+  nats: NatsAuthConfig & { servers: string[]; inboxPrefix?: string; ignoreDiscoveredServers: boolean };
   outbox: { maxBytes: number; fullPolicy: FullPolicy; synchronous: 'full' | 'normal' };
   publisher: {
     maxBatchEvents: number;
@@ -84,6 +84,11 @@ export const agentConfigSchema = {
           description: 'Seed URLs of the cluster.',
         },
         ...natsAuthSchemaProperties,
+        ignoreDiscoveredServers: {
+          type: 'boolean',
+          default: false,
+          description: 'Connect only to `servers`, never to the addresses the cluster announces: for gateways that reach the hub through NAT, port forwards or a proxy, where those addresses are unreachable.',
+        },
         inboxPrefix: {
           type: 'string',
           pattern: '^[A-Za-z0-9_-]+$',
