@@ -12,7 +12,8 @@ import { connect, type NatsConnection } from '@nats-io/transport-node';
 import { jetstreamManager } from '@nats-io/jetstream';
 import { stackFromEnv, type ProcName, type StackHandle } from '../../scripts/lib/stack.js';
 import { testStack } from '../support/env.js';
-import { nodeIndex, underLoad as underLoadOn, waitClusterCurrent } from '../support/nats-fault-run.js';
+import { startAnalyticsHub } from '../support/analytics-hub.js';
+import { nodeIndex, RULES_HUB_ENV, underLoad as underLoadOn, waitClusterCurrent } from '../support/nats-fault-run.js';
 import { startHub, type ManagedProcess } from '../support/processes.js';
 
 const stack = testStack();
@@ -37,7 +38,8 @@ after(async () => {
 });
 
 const underLoad = async (label: string, fault: () => Promise<{ restore: () => Promise<void> }>, afterMs?: number): Promise<void> => {
-  await underLoadOn({ natsUrls: stack.natsUrls, natsMonitorUrls: cluster.natsMonitorUrls, questdbHttp: stack.questdbHttp, nc }, label, fault, afterMs);
+  const startRulesHub = (run: string) => startAnalyticsHub('nats-faults-rules', run, RULES_HUB_ENV);
+  await underLoadOn({ natsUrls: stack.natsUrls, natsMonitorUrls: cluster.natsMonitorUrls, questdbHttp: stack.questdbHttp, nc, startRulesHub }, label, fault, afterMs);
 };
 
 const only = process.env.FAULT_NATS_ONLY;

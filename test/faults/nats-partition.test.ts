@@ -17,7 +17,7 @@ import { connect, type NatsConnection } from '@nats-io/transport-node';
 import { jetstreamManager } from '@nats-io/jetstream';
 import { createHosts, type NetHosts } from '../../scripts/lib/netns.js';
 import { startStack, type StackHandle } from '../../scripts/lib/stack.js';
-import { nodeIndex, underLoad, waitClusterCurrent } from '../support/nats-fault-run.js';
+import { nodeIndex, RULES_HUB_ENV, underLoad, waitClusterCurrent } from '../support/nats-fault-run.js';
 import { freePort, startHub, type ManagedProcess } from '../support/processes.js';
 
 const PARTITION_MS = 20_000;
@@ -74,7 +74,23 @@ async function partition(index: number): Promise<{ restore: () => Promise<void> 
 }
 
 const only = process.env.FAULT_PARTITION_ONLY;
-const cluster = (): Parameters<typeof underLoad>[0] => ({ natsUrls: stack.natsUrls, natsMonitorUrls: stack.natsMonitorUrls, questdbHttp: stack.questdbHttpUrl, nc });
+const cluster = (): Parameters<typeof underLoad>[0] => ({
+  natsUrls: stack.natsUrls,
+  natsMonitorUrls: stack.natsMonitorUrls,
+  questdbHttp: stack.questdbHttpUrl,
+  nc,
+  startRulesHub: async (run) => {
+    const port = await freePort();
+    const process = await startHub(`rules-${run}`, stack.natsUrls, stack.questdbHttpUrl, {
+      ...RULES_HUB_ENV,
+      HUB_HTTP__PORT: String(port),
+      HUB_ANALYTICS__WORKER_ID: `rules-${run}`,
+      HUB_ANALYTICS__LEASES_BUCKET: `leases-${run}`,
+      HUB_ANALYTICS__STATE_BUCKET: `state-${run}`,
+    });
+    return { process, port };
+  },
+});
 
 describe('NATS network partition under load (nodes in network namespaces)', () => {
   test('the EVENTS stream leader cut off for 20 s: writes resume, every acknowledged event once', { skip: only !== undefined && only !== 'leader' }, async () => {

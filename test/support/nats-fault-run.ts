@@ -9,9 +9,15 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { NatsConnection } from '@nats-io/transport-node';
 import { AckPolicy, DeliverPolicy, jetstream, jetstreamManager } from '@nats-io/jetstream';
+import { OperatorSet } from '../../hub/src/analytics/operator-set.js';
+import type { Rule, WindowResult } from '../../hub/src/operators/index.js';
+import { encodeRule, openRuleBucket, ruleKey } from '../../hub/src/rules/index.js';
+import { decodeBatch, type EventBatch } from '../../shared/wire.js';
 import { startAckedLoad } from './load.js';
-import { agentPorts, startAgent } from './processes.js';
+import { analyticsHealth } from './analytics-hub.js';
+import { agentPorts, startAgent, type ManagedProcess } from './processes.js';
 import { rowsPerEventId, waitFor } from './questdb.js';
+import { storedWindowValues } from './window-check.js';
 
 // The issue asks for 10 s; measured here 5.0-9.1 s (stream leader), 0.1-6.4 s (meta leader), 5.2-15.1 s (SIGSTOP). The
 // bound leaves room for a slower CI machine; the printed figure is the measurement.
@@ -41,7 +47,10 @@ export function nodeIndex(serverName: string): number {
  * A durable consumer of this agent's messages, made before the load: under interest retention EVENTS keeps a message
  * until every consumer has it, so this one still sees all of them at the end, with their store times.
  */
-export async function storeTimesObserver(nc: NatsConnection, agentId: string): Promise<() => Promise<{ gapMs: number; at: number; messages: number }>> {
+export async function storeTimesObserver(
+  nc: NatsConnection,
+  agentId: string,
+): Promise<() => Promise<{ gapMs: number; at: number; messages: number; inStreamOrder: Array<{ seq: number; batch: EventBatch }> }>> {
   const jsm = await jetstreamManager(nc);
   const name = `gap-${agentId}`;
   // inactive_threshold: if the test dies before deleting it, the server drops it (and the messages it holds) itself.
@@ -56,11 +65,13 @@ export async function storeTimesObserver(nc: NatsConnection, agentId: string): P
   return async () => {
     const consumer = await jetstream(nc).consumers.get('EVENTS', name);
     const times: number[] = [];
+    const inStreamOrder: Array<{ seq: number; batch: EventBatch }> = [];
     for (;;) {
       const batch = await consumer.fetch({ max_messages: 1000, expires: 2000 });
       let last: { ack(): void } | undefined;
       for await (const message of batch) {
         times.push(message.info.timestampNanos / 1e6);
+        inStreamOrder.push({ seq: message.info.streamSequence, batch: decodeBatch(message.data) });
         last = message;
       }
       if (!last) break;
@@ -76,7 +87,7 @@ export async function storeTimesObserver(nc: NatsConnection, agentId: string): P
         at = times[i - 1]!;
       }
     }
-    return { gapMs, at, messages: times.length };
+    return { gapMs, at, messages: times.length, inStreamOrder };
   };
 }
 
@@ -96,6 +107,67 @@ export interface FaultCluster {
   questdbHttp: string;
   /** A connection of the test's own, for the observer consumer. */
   nc: NatsConnection;
+  /**
+   * Starts a hub that runs only the rules (consumer off, fresh state buckets named after `run`, HUB_* from
+   * RULES_HUB_ENV); when given, each fault also checks the window results against an offline run.
+   */
+  startRulesHub?: (run: string) => Promise<{ process: ManagedProcess; port: number }>;
+}
+
+/**
+ * The load's event times advance 1 ms per event and device (see load.ts; about 10 per second), so the windows are short and the
+ * watermark tight; an offline run with the same settings over the messages in stream order must give the same
+ * results, whatever the fault did to delivery, acks and workers.
+ */
+export const FAULT_WATERMARK = { maxOutOfOrdernessMs: 50, idleTimeoutMs: 30_000, advanceWhenAllIdle: false };
+export const RULES_HUB_ENV = {
+  HUB_CONSUMER__ENABLED: 'false',
+  HUB_ANALYTICS__FRESH_START: 'new',
+  HUB_ANALYTICS__CHECKPOINT_INTERVAL_MS: '500',
+  HUB_ANALYTICS__WATERMARK__MAX_OUT_OF_ORDERNESS_MS: String(FAULT_WATERMARK.maxOutOfOrdernessMs),
+};
+
+function faultRule(name: string): Rule {
+  return {
+    kind: 'window',
+    name,
+    eventType: 'device.telemetry',
+    keyBy: 'key',
+    window: { type: 'tumbling', sizeMs: 10 },
+    aggregates: [
+      { name: 'n', fn: 'count' },
+      { name: 'total', fn: 'sum', field: 'value' },
+    ],
+    allowedLatenessMs: 0,
+  } as unknown as Rule;
+}
+
+/** The rule over the messages in stream order, one OperatorSet per partition as the hub runs it. */
+function offlineInStreamOrder(rule: Rule, messages: Array<{ seq: number; batch: EventBatch }>): Map<string, number> {
+  const sets = new Map<number, OperatorSet>();
+  const expected = new Map<string, number>();
+  for (const { seq, batch } of messages) {
+    let set = sets.get(batch.partition);
+    if (!set) sets.set(batch.partition, (set = new OperatorSet([rule], FAULT_WATERMARK)));
+    for (const output of set.apply(batch, seq, Date.now()) ?? []) {
+      if (output.type !== 'window_result') continue;
+      const result = output as WindowResult;
+      for (const [name, value] of Object.entries(result.values)) expected.set(`${result.key}|${result.windowStart}|${name}`, Number(value));
+    }
+  }
+  return expected;
+}
+
+/** Window results in QuestDB equal the offline run over the same messages: nothing lost, nothing counted twice. */
+async function assertWindowsMatch(questdbHttp: string, rule: Rule, messages: Array<{ seq: number; batch: EventBatch }>): Promise<number> {
+  const expected = offlineInStreamOrder(rule, messages);
+  assert.ok(expected.size / 2 > 20, `the offline run closes windows (${expected.size / 2})`);
+  const got = await waitFor(() => storedWindowValues(questdbHttp, rule.name, ['n', 'total']), (m) => [...expected.keys()].every((k) => m.has(k)), 60_000, 500);
+  const wrong = [...expected].filter(([k, v]) => got.get(k) !== v);
+  assert.deepEqual(wrong.slice(0, 5).map(([k, v]) => `${k}: expected ${v}, got ${got.get(k)}`), [], `${wrong.length} of ${expected.size} window values differ from the offline run`);
+  const extra = [...got.keys()].filter((k) => !expected.has(k));
+  assert.deepEqual(extra.slice(0, 5), [], 'no window the offline run does not have');
+  return expected.size / 2;
 }
 
 /**
@@ -111,6 +183,16 @@ export async function underLoad(
   const agentId = `nats-${label}-${Date.now().toString(36)}`;
   const ports = await agentPorts();
   const largestStoreGap = await storeTimesObserver(cluster.nc, agentId);
+  const rule = cluster.startRulesHub ? faultRule(`fault-${agentId}`) : undefined;
+  let rulesHub: ManagedProcess | undefined;
+  if (rule && cluster.startRulesHub) {
+    await (await openRuleBucket(cluster.nc)).put(ruleKey(rule.name), encodeRule(rule));
+    const started = await cluster.startRulesHub(agentId);
+    rulesHub = started.process;
+    // Every partition claimed before the first event: the fresh state then covers exactly this run's messages.
+    const owned = await waitFor(async () => (await analyticsHealth(started.port)).owned.length, (n) => n === 8, 60_000, 200);
+    assert.equal(owned, 8, 'the rules hub owns every partition before the load');
+  }
   const agent = await startAgent(agentId, cluster.natsUrls, ports, mkdtempSync(join(tmpdir(), 'agent-')));
   try {
     const load = startAckedLoad({ runId: agentId, mqttPort: ports.mqtt, httpPort: ports.http, devices: 10, intervalMs: 20, httpBatch: 50 });
@@ -146,8 +228,14 @@ export async function underLoad(
         `(${gap.messages} messages), writes resumed ${(Math.max(0, resumedAfter) / 1000).toFixed(1)} s after the fault\n`,
     );
     assert.ok(gap.gapMs < RESUME_BOUND_MS, `the stream took writes again within ${RESUME_BOUND_MS / 1000} s (largest gap ${gap.gapMs} ms)`);
+    if (rule) {
+      const windows = await assertWindowsMatch(cluster.questdbHttp, rule, gap.inStreamOrder);
+      process.stderr.write(`[${label}] ${windows} windows in QuestDB equal the offline run over the stream\n`);
+    }
     return { acked: load.acked.size, gapMs: gap.gapMs, resumedAfterMs: Math.max(0, resumedAfter) };
   } finally {
     await agent.stop();
+    await rulesHub?.stop();
+    if (rule) await (await openRuleBucket(cluster.nc)).delete(ruleKey(rule.name)).catch(() => undefined);
   }
 }
