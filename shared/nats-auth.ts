@@ -28,9 +28,9 @@ export const natsAuthSchemaProperties = {
     additionalProperties: false,
     description: 'TLS to the NATS servers. `caFile` verifies the servers (the CA of make-security.ts); `certFile`/`keyFile` only if the servers ask for client certificates. @default unset: plain TCP',
     properties: {
-      caFile: { type: 'string', minLength: 1 },
-      certFile: { type: 'string', minLength: 1 },
-      keyFile: { type: 'string', minLength: 1 },
+      caFile: { type: 'string', minLength: 1, description: 'CA certificate that signed the servers\' certificates (tls/ca.pem of make-security.ts).' },
+      certFile: { type: 'string', minLength: 1, description: 'Client certificate, only for servers that verify clients.' },
+      keyFile: { type: 'string', minLength: 1, description: 'Key of certFile.' },
     },
   },
 } as const;
