@@ -1,6 +1,6 @@
 /**
  * A NATS node cut off from the network under load, for real: the three nodes run as separate hosts (network
- * namespaces joined by a bridge, see scripts/lib/netns.ts), and one host's link goes down for 20 s, so the node
+ * namespaces joined by a bridge, see scripts/lib/netns.ts), and one host's link goes down for 15 s, so the node
  * keeps running but reaches neither its peers nor its clients; then the link comes back. Once with the EVENTS
  * stream leader cut off, once with a follower. Every event the edge acknowledged must be in QuestDB exactly once,
  * and the measured gap in the stream's writes is printed.
@@ -20,7 +20,7 @@ import { startStack, type StackHandle } from '../../scripts/lib/stack.js';
 import { nodeIndex, RULES_HUB_ENV, underLoad, waitClusterCurrent } from '../support/nats-fault-run.js';
 import { freePort, startHub, type ManagedProcess } from '../support/processes.js';
 
-const PARTITION_MS = 20_000;
+const PARTITION_MS = 15_000;
 const root = mkdtempSync(join(tmpdir(), 'partition-'));
 let hosts: NetHosts;
 let stack: StackHandle;
@@ -93,12 +93,12 @@ const cluster = (): Parameters<typeof underLoad>[0] => ({
 });
 
 describe('NATS network partition under load (nodes in network namespaces)', () => {
-  test('the EVENTS stream leader cut off for 20 s: writes resume, every acknowledged event once', { skip: only !== undefined && only !== 'leader' }, async () => {
+  test('the EVENTS stream leader cut off for 15 s: writes resume, every acknowledged event once', { skip: only !== undefined && only !== 'leader' }, async () => {
     const result = await underLoad(cluster(), 'partition-leader', async () => partition((await streamLeader()).leader), PARTITION_MS + 5_000);
     assert.ok(result.acked > 1000);
   });
 
-  test('a follower cut off for 20 s: writes go on, every acknowledged event once', { skip: only !== undefined && only !== 'follower' }, async () => {
+  test('a follower cut off for 15 s: writes go on, every acknowledged event once', { skip: only !== undefined && only !== 'follower' }, async () => {
     await waitClusterCurrent(stack.natsMonitorUrls);
     const result = await underLoad(
       cluster(),
