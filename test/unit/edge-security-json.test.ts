@@ -85,6 +85,12 @@ test('numbers that overflow a double are refused with the field; NaN and Infinit
   }
 });
 
+test('a NUL character in a string is refused with the field (QuestDB refuses it in a symbol); other control characters are fine', () => {
+  const [item] = itemsFromJsonPayload(Buffer.from('[{"unit":"a\\u0000b"},{"unit":"\\u0001\\t\\u001f\\u007f"}]'), limits);
+  assert.deepEqual(refusal(item!), { code: 'EDGE_ERR_NUL_CHARACTER', reason: '/unit contains a NUL character (\\u0000), which QuestDB cannot store in a symbol column', field: '/unit' });
+  assert.deepEqual(codes(itemsFromJsonPayload(Buffer.from('[{"unit":"a\\u0000b"},{"unit":"\\u0001\\t\\u001f\\u007f"}]'), limits)), ['EDGE_ERR_NUL_CHARACTER', 'ok']);
+});
+
 test('an array refuses only its bad elements, each with its own bytes as the dead-letter payload', () => {
   const payload = Buffer.from(' [ {"a":1} , {"a":1e400},"x", [[[[[[[[]]]]]]]] ,\n{"b":"' + 'y'.repeat(2000) + '"} ] ');
   const items = itemsFromJsonPayload(payload, limits);

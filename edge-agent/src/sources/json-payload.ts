@@ -6,6 +6,8 @@
  *   allocates millions of arrays nor reaches code that recurses (ajv, JSON.stringify, msgpack);
  * - numbers that overflow a double (`1e400` parses to Infinity, which JSON cannot even represent again);
  * - strings with a lone surrogate escape (`"\ud800"`), which have no UTF-8 form;
+ * - strings with a NUL character (`"\u0000"`), which QuestDB refuses in a symbol: one such row fails the hub's whole
+ *   ILP request, and would stall it;
  * - single events larger than `maxEventBytes` (an event must fit one JetStream message: max_payload is 4 MB).
  *
  * NaN and Infinity literals are not JSON (RFC 8259 §6) and JSON.parse already refuses them (MALFORMED_JSON).
@@ -159,6 +161,7 @@ function checkLeaf(value: unknown): Omit<UnsafeValue, 'field'> | undefined {
     if (!Number.isFinite(value)) return { code: EdgeErrorCode.NUMBER_OUT_OF_RANGE, reason: 'is a number too large for a 64-bit float (it overflows to Infinity)' };
   } else if (typeof value === 'string') {
     if (!isWellFormed(value)) return { code: EdgeErrorCode.INVALID_UTF8, reason: 'contains a lone surrogate escape (\\ud800-\\udfff), which has no UTF-8 form' };
+    if (value.includes('\u0000')) return { code: EdgeErrorCode.NUL_CHARACTER, reason: 'contains a NUL character (\\u0000), which QuestDB cannot store in a symbol column' };
   }
   return undefined;
 }
