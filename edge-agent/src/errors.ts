@@ -39,6 +39,8 @@ export const EdgeErrorCode = {
   TOO_MANY_CONNECTIONS: 'EDGE_ERR_TOO_MANY_CONNECTIONS',
   /** An MQTT topic or topic filter has more levels than `maxTopicLevels`. */
   TOPIC_TOO_DEEP: 'EDGE_ERR_TOPIC_TOO_DEEP',
+  /** An HTTP body in a Content-Encoding other than gzip or identity (415), or gzip that does not decompress (400). */
+  BAD_CONTENT_ENCODING: 'EDGE_ERR_BAD_CONTENT_ENCODING',
   /** An HTTP client exceeded its request or event rate. */
   RATE_LIMITED: 'EDGE_ERR_RATE_LIMITED',
   /** Too late for its pre-aggregation window, which was already emitted (aggregate-only mode). */
