@@ -168,6 +168,7 @@ function checkLeaf(value: unknown): Omit<UnsafeValue, 'field'> | undefined {
 }
 
 const NON_FINITE_LITERALS = ['NaN', 'Infinity', '-Infinity'] as const;
+const NON_FINITE_TEXT = /NaN|Infinity/;
 
 /**
  * The first NaN, Infinity or -Infinity literal standing as a value outside strings, with its JSON pointer. Only
@@ -175,6 +176,7 @@ const NON_FINITE_LITERALS = ['NaN', 'Infinity', '-Infinity'] as const;
  * indexes and gives up (undefined) on anything it cannot follow. Depth is bounded by the scan before parsing.
  */
 export function findNonFiniteLiteral(text: string): { literal: string; field: string } | undefined {
+  if (!NON_FINITE_TEXT.test(text)) return undefined; // one native scan for the usual malformed text
   const path: Array<{ array: boolean; key: string; index: number }> = [];
   let expectKey = false;
   for (let i = 0; i < text.length; i++) {
