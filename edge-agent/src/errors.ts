@@ -20,6 +20,11 @@ export const EdgeErrorCode = {
   TOO_LARGE: 'EDGE_ERR_TOO_LARGE',
   /** The payload (or an NDJSON line) is not valid UTF-8, or a JSON string escapes a lone surrogate (no UTF-8 form). */
   INVALID_UTF8: 'EDGE_ERR_INVALID_UTF8',
+  /**
+   * A JSON string contains U+0000. QuestDB refuses it in a SYMBOL (the whole ILP request fails, which would stall the
+   * hub) and returns broken JSON from its REST API for a VARCHAR holding it.
+   */
+  NUL_CHARACTER: 'EDGE_ERR_NUL_CHARACTER',
   /** JSON nests arrays/objects deeper than the source's `maxJsonDepth`. */
   TOO_DEEP: 'EDGE_ERR_TOO_DEEP',
   /** A JSON number overflows a 64-bit float (e.g. `1e400`, which JSON.parse turns into Infinity). */
@@ -34,6 +39,8 @@ export const EdgeErrorCode = {
   TOO_MANY_CONNECTIONS: 'EDGE_ERR_TOO_MANY_CONNECTIONS',
   /** An MQTT topic or topic filter has more levels than `maxTopicLevels`. */
   TOPIC_TOO_DEEP: 'EDGE_ERR_TOPIC_TOO_DEEP',
+  /** An HTTP body in a Content-Encoding other than gzip or identity (415), or gzip that does not decompress (400). */
+  BAD_CONTENT_ENCODING: 'EDGE_ERR_BAD_CONTENT_ENCODING',
   /** An HTTP client exceeded its request or event rate. */
   RATE_LIMITED: 'EDGE_ERR_RATE_LIMITED',
   /** Too late for its pre-aggregation window, which was already emitted (aggregate-only mode). */

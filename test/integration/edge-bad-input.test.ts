@@ -1,19 +1,20 @@
 /**
- * Bad input against the real agent process on the real stack, while valid traffic flows beside it.
+ * Who may connect, publish and how much, against the real agent process on the real stack, while valid traffic
+ * flows beside it: MQTT credentials, client ids, wills, topic ACLs, topic depth, packet size and connection limits;
+ * HTTP API keys and rate limits. The agent runs with device credentials, per-device topic ACLs, named API keys and
+ * small limits; a valid MQTT and HTTP stream (test/support/valid-traffic.ts) runs for the whole test. Each case
+ * checks the answer the sender gets (CONNACK code, closed connection, SUBACK 0x80, HTTP status and EDGE_ERR_* code)
+ * and that nothing was stored for it. At the end SQL shows that every valid event arrived exactly once and none of
+ * the bad ones did, and that the valid stream never saw an error.
  *
- * The agent runs with device credentials, per-device topic ACLs, named API keys and small limits. A stream of
- * valid MQTT readings (one device, QoS 1) and HTTP app events (another client's key) runs for the whole test.
- * Each case sends one class of bad input and checks the answer the sender gets (CONNACK code, closed connection,
- * SUBACK 0x80, HTTP status and EDGE_ERR_* code) and, for MQTT publishes that are acknowledged, the dead letter
- * the agent stored (code and reason, read from its outbox file). At the end SQL shows that every valid event
- * arrived exactly once and none of the bad ones did, and that the valid stream never saw an error.
+ * Bad content (malformed JSON, wrong types, NaN, huge values, deep nesting, bad UTF-8, ILP specials, unknown types,
+ * timestamps, oversize and empty bodies) is one table in edge-bad-input-table.test.ts.
  */
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { mkdtempSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { gzipSync } from 'node:zlib';
 import { randomBytes } from 'node:crypto';
 import Database from 'better-sqlite3';
 import mqtt, { type IClientOptions, type MqttClient } from 'mqtt';
@@ -21,6 +22,7 @@ import { hashPassword } from '../../edge-agent/src/sources/mqtt-auth.js';
 import { testStack } from '../support/env.js';
 import { agentPorts, startAgent, startHub, type AgentPorts, type ManagedProcess } from '../support/processes.js';
 import { query, rowsPerEventId, waitFor } from '../support/questdb.js';
+import { startValidTraffic, type ValidTraffic } from '../support/valid-traffic.js';
 
 const stack = testStack();
 const agentId = `badin-${Date.now().toString(36)}`;
@@ -34,6 +36,7 @@ let hub: ManagedProcess;
 let agent: ManagedProcess;
 let ports: AgentPorts;
 let dataDir: string;
+let traffic: ValidTraffic;
 
 // Ids of everything valid that was acknowledged; bad events carry `-bad-` in their id so SQL can look for them.
 const validTelemetry = new Set<string>();
@@ -109,45 +112,6 @@ function newDeadLetters(): DeadLetterRow[] {
   }
 }
 
-// --- the valid stream ----------------------------------------------------------------------------------------
-
-let streaming = true;
-const streamErrors: string[] = [];
-let streamDisconnects = 0;
-let streams: Promise<void>[] = [];
-
-async function mqttStream(): Promise<void> {
-  const client = await mqtt.connectAsync(mqttUrl(), deviceA('dev-a/stream'));
-  client.on('close', () => streamDisconnects++);
-  const inFlight = new Set<Promise<void>>();
-  for (let i = 0; streaming; i++) {
-    const id = `${agentId}-mqtt-${i}`;
-    const sent: Promise<void> = client
-      .publishAsync('devices/dev-a/telemetry', JSON.stringify(reading('dev-a', id, { timestamp: now - 60_000 + i })), { qos: 1 })
-      .then(
-        () => void validTelemetry.add(id),
-        (error: Error) => void streamErrors.push(`mqtt ${id}: ${error.message}`),
-      )
-      .finally(() => inFlight.delete(sent));
-    inFlight.add(sent);
-    if (inFlight.size >= 8) await Promise.race(inFlight);
-    await new Promise((r) => setTimeout(r, 10));
-  }
-  await Promise.all(inFlight);
-  await client.endAsync();
-}
-
-async function httpStream(): Promise<void> {
-  for (let b = 0; streaming; b++) {
-    const ids = Array.from({ length: 5 }, (_, i) => `${agentId}-http-${b}-${i}`);
-    const ndjson = ids.map((id, i) => JSON.stringify(appEvent(id, { timestamp: now - 30_000 + b * 5 + i }))).join('\n');
-    const response = await post(ndjson, { 'content-type': 'application/x-ndjson' });
-    if (response.status === 200) ids.forEach((id) => validApp.add(id));
-    else streamErrors.push(`http batch ${b}: ${response.status} ${JSON.stringify(response.body)}`);
-    await new Promise((r) => setTimeout(r, 100));
-  }
-}
-
 // --- setup ----------------------------------------------------------------------------------------------------
 
 before(async () => {
@@ -173,46 +137,25 @@ before(async () => {
       { name: 'tiny-quota', key: KEY_TINY, eventsPerSecond: 0.5, eventsBurst: 3 },
     ]),
   });
-  streams = [mqttStream(), httpStream()];
+  traffic = await startValidTraffic({
+    idPrefix: agentId,
+    mqttUrl: mqttUrl(),
+    mqttOptions: deviceA('dev-a/stream'),
+    device: 'dev-a',
+    httpUrl: `http://127.0.0.1:${ports.http}/v1/events`,
+    httpHeaders: { 'x-api-key': KEY_MAIN },
+    baseMs: now,
+  });
   newDeadLetters(); // start the cursor (nothing yet)
 });
 
 after(async () => {
-  streaming = false;
-  await Promise.allSettled(streams);
+  await traffic?.stop();
   await agent?.stop();
   await hub?.stop();
 });
 
 // --- the cases -------------------------------------------------------------------------------------------------
-
-interface MqttDeadLetterCase {
-  name: string;
-  topic: string;
-  payload: string | Buffer;
-  code: string;
-  reason: RegExp;
-}
-
-const mqttDeadLetterCases: MqttDeadLetterCase[] = [
-  { name: 'malformed JSON', topic: 'devices/dev-a/telemetry', payload: `{"event_id":"${agentId}-bad-x1","device_id":"dev-a",`, code: 'EDGE_ERR_MALFORMED_JSON', reason: /^payload is not valid JSON/ },
-  { name: 'NaN (not JSON)', topic: 'devices/dev-a/telemetry', payload: JSON.stringify(reading('dev-a', `${agentId}-bad-x2`)).replace('21.5', 'NaN'), code: 'EDGE_ERR_MALFORMED_JSON', reason: /"NaN"|Unexpected token/ },
-  { name: 'wrong type of a field', topic: 'devices/dev-a/telemetry', payload: JSON.stringify(reading('dev-a', `${agentId}-bad-x3`, { value: 'hot' })), code: 'EDGE_ERR_SCHEMA_INVALID', reason: /\/value must be number/ },
-  { name: 'unknown event type', topic: 'devices/dev-a/telemetry', payload: JSON.stringify(reading('dev-a', `${agentId}-bad-x4`, { type: 'device.nope' })), code: 'EDGE_ERR_UNKNOWN_TYPE', reason: /unknown event type "device.nope"/ },
-  { name: 'topic without a route', topic: 'devices/dev-a/nothing-here', payload: JSON.stringify(reading('dev-a', `${agentId}-bad-x5`)), code: 'EDGE_ERR_NO_ROUTE', reason: /no route for topic "devices\/dev-a\/nothing-here"/ },
-  { name: 'event naming another device than its topic', topic: 'devices/dev-a/telemetry', payload: JSON.stringify(reading('dev-b', `${agentId}-bad-x6`)), code: 'EDGE_ERR_TOPIC_MISMATCH', reason: /does not match the topic's "dev-a"/ },
-  { name: 'payload over maxPayloadBytes', topic: 'devices/dev-a/telemetry', payload: JSON.stringify(reading('dev-a', `${agentId}-bad-x7`, { unit: 'x'.repeat(9000) })), code: 'EDGE_ERR_TOO_LARGE', reason: /exceeds maxPayloadBytes 8192/ },
-  {
-    name: 'bad UTF-8',
-    topic: 'devices/dev-a/telemetry',
-    payload: Buffer.concat([Buffer.from(`{"event_id":"${agentId}-bad-x8","device_id":"dev-a","timestamp":${now},"metric":"t`), Buffer.from([0xe9]), Buffer.from('mp","value":1}')]),
-    code: 'EDGE_ERR_INVALID_UTF8',
-    reason: /^payload is not valid UTF-8 \(byte 0xe9 at offset \d+\)$/,
-  },
-  { name: 'nesting bomb', topic: 'devices/dev-a/telemetry', payload: '['.repeat(4000) + ']'.repeat(4000), code: 'EDGE_ERR_TOO_DEEP', reason: /deeper than 32 levels/ },
-  { name: 'number overflowing a double', topic: 'devices/dev-a/telemetry', payload: JSON.stringify(reading('dev-a', `${agentId}-bad-x9`)).replace('21.5', '1e400'), code: 'EDGE_ERR_NUMBER_OUT_OF_RANGE', reason: /^\/value is a number too large/ },
-  { name: 'string too long for the schema', topic: 'devices/dev-a/telemetry', payload: JSON.stringify(reading('dev-a', `${agentId}-bad-x10`, { metric: 'm'.repeat(500) })), code: 'EDGE_ERR_SCHEMA_INVALID', reason: /\/metric must NOT have more than 64 characters/ },
-];
 
 interface HttpCase {
   name: string;
@@ -223,42 +166,11 @@ interface HttpCase {
 }
 
 const httpCases: HttpCase[] = [
-  { name: 'malformed JSON', send: () => post(`{"event_id":"${badId()}",`), status: 400, code: 'EDGE_ERR_MALFORMED_JSON', reason: /^payload is not valid JSON/ },
-  { name: 'NaN (not JSON)', send: () => post(JSON.stringify(appEvent(badId())).replace('}', ',"n":NaN}')), status: 400, code: 'EDGE_ERR_MALFORMED_JSON' },
-  { name: 'wrong type of a field', send: () => post(JSON.stringify(appEvent(badId(), { user_id: 42 }))), status: 400, code: 'EDGE_ERR_SCHEMA_INVALID', reason: /\/user_id must be string/ },
-  { name: 'unknown event type', send: () => post(JSON.stringify({ ...appEvent(badId()), type: 'app.nope' })), status: 400, code: 'EDGE_ERR_UNKNOWN_TYPE', reason: /unknown event type "app.nope"/ },
-  { name: 'event over maxEventBytes', send: () => post(JSON.stringify(appEvent(badId(), { properties: { blob: 'b'.repeat(5000) } }))), status: 400, code: 'EDGE_ERR_TOO_LARGE', reason: /exceeds maxEventBytes 4096/ },
-  { name: 'body over bodyLimitBytes', send: () => post(JSON.stringify([appEvent(badId(), { properties: { blob: 'b'.repeat(300_000) } })])), status: 413, code: 'EDGE_ERR_TOO_LARGE' },
-  { name: 'gzip bomb over bodyLimitBytes', send: () => post(gzipSync(Buffer.alloc(5_000_000, 0x20)), { 'content-encoding': 'gzip' }), status: 413, code: 'EDGE_ERR_TOO_LARGE' },
-  {
-    name: 'bad UTF-8',
-    send: () => post(Buffer.concat([Buffer.from(JSON.stringify(appEvent(badId())).slice(0, -1) + ',"properties":{"t":"'), Buffer.from([0xc0, 0xaf]), Buffer.from('"}}')])),
-    status: 400,
-    code: 'EDGE_ERR_INVALID_UTF8',
-    reason: /^payload is not valid UTF-8 \(byte 0xc0 at offset \d+\)$/,
-  },
-  { name: 'lone surrogate escape', send: () => post(JSON.stringify(appEvent(badId(), { session_id: 'X' })).replace('"X"', '"\\udead"')), status: 400, code: 'EDGE_ERR_INVALID_UTF8', reason: /^\/session_id contains a lone surrogate/ },
-  { name: 'nesting bomb (100,000 levels)', send: () => post('{"properties":' + '['.repeat(100_000) + ']'.repeat(100_000) + '}'), status: 400, code: 'EDGE_ERR_TOO_DEEP' },
-  { name: 'number overflowing a double', send: () => post(JSON.stringify(appEvent(badId(), { properties: { n: 1 } })).replace('"n":1', '"n":-1e999')), status: 400, code: 'EDGE_ERR_NUMBER_OUT_OF_RANGE', reason: /^\/properties\/n is a number too large/ },
   { name: 'unknown API key', send: () => post(JSON.stringify(appEvent(badId())), {}, `wrong-${randomBytes(16).toString('hex')}`), status: 401, code: 'EDGE_ERR_AUTH_FAILED', reason: /unknown API key/ },
   { name: 'missing API key', send: () => post(JSON.stringify(appEvent(badId())), {}, null), status: 401, code: 'EDGE_ERR_AUTH_FAILED', reason: /missing API key/ },
 ];
 
-describe('bad input is refused with a clear reason while valid traffic flows', () => {
-  for (const c of mqttDeadLetterCases) {
-    test(`mqtt: ${c.name} is acknowledged and dead-lettered with ${c.code}`, async () => {
-      newDeadLetters();
-      const client = await mqtt.connectAsync(mqttUrl(), deviceA('dev-a/cases'));
-      await client.publishAsync(c.topic, c.payload, { qos: 1 }); // resolves on PUBACK
-      await client.endAsync();
-      const letters = newDeadLetters();
-      assert.equal(letters.length, 1, JSON.stringify(letters));
-      assert.equal(letters[0]!.code, c.code);
-      assert.match(letters[0]!.reason, c.reason);
-      assert.equal(letters[0]!.origin, c.topic);
-    });
-  }
-
+describe('clients that may not send, or not that much, are refused with a clear reason while valid traffic flows', () => {
   test('mqtt: wrong, unknown and missing credentials get CONNACK 4 / 5', async () => {
     assert.equal(await connackCode({ clientId: 'dev-a', username: 'dev-a', password: 'not-the-password' }), 4);
     assert.equal(await connackCode({ clientId: 'dev-a', username: 'mallory', password: PASSWORD_A }), 4);
@@ -345,18 +257,6 @@ describe('bad input is refused with a clear reason while valid traffic flows', (
     });
   }
 
-  test('http: bad events in a batch are refused one by one, the valid ones beside them go in', async () => {
-    const ok = [`${agentId}-http-mixed-0`, `${agentId}-http-mixed-1`];
-    const body = `[${JSON.stringify(appEvent(ok[0]!))}, ${JSON.stringify(appEvent(badId(), { n: 1 })).replace('"n":1', '"n":1e999')}, ${JSON.stringify(
-      appEvent(badId(), { properties: { blob: 'b'.repeat(5000) } }),
-    )}, ${JSON.stringify(appEvent(ok[1]!))}]`;
-    const response = await post(body);
-    assert.equal(response.status, 207);
-    assert.equal(response.body.accepted, 2);
-    assert.deepEqual(response.body.rejected?.map((r) => [r.index, r.code]), [[1, 'EDGE_ERR_NUMBER_OUT_OF_RANGE'], [2, 'EDGE_ERR_TOO_LARGE']]);
-    ok.forEach((id) => validApp.add(id));
-  });
-
   test('http: over its event rate a client gets 429 with Retry-After and nothing is stored; other clients are not slowed', async () => {
     const first = [0, 1, 2].map((i) => `${agentId}-http-tiny-${i}`);
     const accepted = await post(first.map((id) => JSON.stringify(appEvent(id))).join('\n'), { 'content-type': 'application/x-ndjson' }, KEY_TINY);
@@ -383,11 +283,14 @@ describe('bad input is refused with a clear reason while valid traffic flows', (
   });
 
   test('every valid event arrived exactly once, no bad one did, and the valid stream never saw an error', async (t) => {
-    streaming = false;
-    await Promise.all(streams);
+    // A real stream ran beside every case: at least 50 of each acknowledged before it stops.
+    await waitFor(async () => Math.min(traffic.telemetry.size, traffic.app.size), (n) => n >= 50, 20_000);
+    await traffic.stop();
+    traffic.telemetry.forEach((id) => validTelemetry.add(id));
+    traffic.app.forEach((id) => validApp.add(id));
     t.diagnostic(`valid: ${validTelemetry.size} MQTT readings, ${validApp.size} HTTP app events; bad sent: ${badSeq} with -bad- ids`);
-    assert.deepEqual(streamErrors, []);
-    assert.equal(streamDisconnects, 1, 'the streaming device stayed connected until it ended (one close, at the end)');
+    assert.deepEqual(traffic.errors, []);
+    assert.equal(traffic.disconnects(), 1, 'the streaming device stayed connected until it ended (one close, at the end)');
     assert.ok(validTelemetry.size >= 50 && validApp.size >= 50, `a real stream ran (${validTelemetry.size} readings, ${validApp.size} app events)`);
 
     const telemetry = await waitFor(() => rowsPerEventId(stack.questdbHttp, 'device_telemetry', agentId), (rows) => rows.size >= validTelemetry.size, 60000);

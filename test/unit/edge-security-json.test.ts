@@ -1,6 +1,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import {
+  findNonFiniteLiteral,
   findUnsafeValue,
   firstInvalidUtf8Offset,
   itemsFromJsonPayload,
@@ -81,8 +82,36 @@ test('numbers that overflow a double are refused with the field; NaN and Infinit
   for (const literal of ['NaN', 'Infinity', '-Infinity']) {
     const [bad] = itemsFromJsonPayload(Buffer.from(`{"value":${literal}}`), limits);
     assert.equal(refusal(bad!).code, 'EDGE_ERR_MALFORMED_JSON', literal);
-    assert.match(refusal(bad!).reason, /^payload is not valid JSON: /);
+    assert.equal(refusal(bad!).reason, `payload is not valid JSON: /value is ${literal}, which JSON does not have (RFC 8259 §6: numbers are finite); send null or leave the field out`);
+    assert.equal(refusal(bad!).field, '/value');
   }
+});
+
+test('the field holding a NaN or Infinity literal is found past strings, nested objects and arrays', () => {
+  const cases: Array<[string, string | undefined]> = [
+    ['{"a":"NaN, [Infinity] {\\"","b":{"c":[1,{"d":2}],"e/f~":[0,-Infinity]}}', '/b/e~1f~0/1'],
+    ['[{"v":1},{"v":2,"w":"x"},{"v":NaN}]', '/2/v'],
+    ['{"k\\u00e9\\"y":Infinity}', '/k\u00e9"y'],
+    ['NaN', '/'],
+    ['{"a":"unterminated NaN', undefined],
+    ['{"a":nope}', undefined],
+  ];
+  for (const [text, field] of cases) assert.equal(findNonFiniteLiteral(text)?.field, field, text);
+  const [line] = itemsFromNdjsonPayload(Buffer.from('{"ok":1}\n{"temp":[20.5,NaN]}'), limits).slice(1);
+  assert.equal(refusal(line!).field, '/temp/1');
+  assert.match(refusal(line!).reason, /^line is not valid JSON: \/temp\/1 is NaN/);
+});
+
+test('an empty or blank payload is refused as such', () => {
+  for (const text of ['', ' \r\n\t']) {
+    assert.deepEqual(refusal(itemsFromJsonPayload(Buffer.from(text), limits)[0]!), { code: 'EDGE_ERR_MALFORMED_JSON', reason: 'payload is empty: send a JSON event or an array of events' });
+  }
+});
+
+test('a NUL character in a string is refused with the field (QuestDB refuses it in a symbol); other control characters are fine', () => {
+  const [item] = itemsFromJsonPayload(Buffer.from('[{"unit":"a\\u0000b"},{"unit":"\\u0001\\t\\u001f\\u007f"}]'), limits);
+  assert.deepEqual(refusal(item!), { code: 'EDGE_ERR_NUL_CHARACTER', reason: '/unit contains a NUL character (\\u0000), which QuestDB cannot store in a symbol column', field: '/unit' });
+  assert.deepEqual(codes(itemsFromJsonPayload(Buffer.from('[{"unit":"a\\u0000b"},{"unit":"\\u0001\\t\\u001f\\u007f"}]'), limits)), ['EDGE_ERR_NUL_CHARACTER', 'ok']);
 });
 
 test('an array refuses only its bad elements, each with its own bytes as the dead-letter payload', () => {

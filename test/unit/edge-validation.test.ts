@@ -21,6 +21,14 @@ const rejections: Array<[string, unknown, Partial<typeof ctx> & { defaultType?: 
   ['bad enum', { type: 'device.status', device_id: 'd1', timestamp: 1, status: 'sleepy' }, {}, 'EDGE_ERR_SCHEMA_INVALID', /status must be one of "online"/],
   ['device of another topic', telemetry, { expectedKey: 'd2' }, 'EDGE_ERR_TOPIC_MISMATCH', /device_id "d1" does not match the topic's "d2"/],
   ['app event with a numeric user', { ...app, user_id: 7 }, { defaultType: 'app.event' }, 'EDGE_ERR_SCHEMA_INVALID', /user_id must be string/],
+  ['a type that is not a string', { ...telemetry, type: 5 }, { defaultType: 'device.telemetry' }, 'EDGE_ERR_UNKNOWN_TYPE', /^\/type must be a string naming the event type, got number$/],
+  ['a schema version that is not an integer', { ...telemetry, schema_version: '1' }, {}, 'EDGE_ERR_UNKNOWN_TYPE', /^\/schema_version must be an integer version of "device.telemetry" \(known: 1\), got string "1"$/],
+  ['epoch milliseconds after the year 3000', { ...telemetry, timestamp: 1e15 }, {}, 'EDGE_ERR_SCHEMA_INVALID', /^\/timestamp must be <= 32503680000000$/],
+  ['negative epoch milliseconds', { ...telemetry, timestamp: -1 }, {}, 'EDGE_ERR_SCHEMA_INVALID', /^\/timestamp must be >= 0$/],
+  ['fractional epoch milliseconds', { ...telemetry, timestamp: 1.5 }, {}, 'EDGE_ERR_SCHEMA_INVALID', /^\/timestamp must be an RFC 3339 date-time string or epoch milliseconds$/],
+  ['a date-time before 1970', { ...telemetry, timestamp: '1969-12-31T23:59:59.999Z' }, {}, 'EDGE_ERR_SCHEMA_INVALID', /^\/timestamp 1969-12-31T23:59:59.999Z is before 1970-01-01T00:00:00Z, which QuestDB cannot store$/],
+  ['a date-time in year 1', { ...telemetry, timestamp: '0001-01-01T00:00:00Z' }, {}, 'EDGE_ERR_SCHEMA_INVALID', /is before 1970-01-01T00:00:00Z/],
+  ['a date-time after the year 3000', { ...telemetry, timestamp: '9999-12-31T23:59:59Z' }, {}, 'EDGE_ERR_SCHEMA_INVALID', /^\/timestamp 9999-12-31T23:59:59Z is after 3000-01-01T00:00:00Z, the latest event time accepted$/],
 ];
 
 for (const [name, input, extra, code, reason] of rejections) {
@@ -33,6 +41,21 @@ for (const [name, input, extra, code, reason] of rejections) {
     }
   });
 }
+
+test('a missing or extra field is named in `field`, not only in the reason', () => {
+  const missing = validator.validate({ ...telemetry, metric: undefined }, ctx);
+  const extra = validator.validate({ ...telemetry, colour: 'red' }, ctx);
+  assert.ok(!missing.ok && !extra.ok);
+  assert.equal(missing.rejection.field, '/metric');
+  assert.equal(extra.rejection.field, '/colour');
+});
+
+test('event times from 1970-01-01 to 3000-01-01 inclusive are accepted, as a date-time or epoch milliseconds', () => {
+  for (const timestamp of ['1970-01-01T00:00:00Z', '3000-01-01T00:00:00Z', 0, 32503680000000]) {
+    const result = validator.validate({ ...telemetry, timestamp }, ctx);
+    assert.ok(result.ok, `${timestamp}: ${JSON.stringify(result)}`);
+  }
+});
 
 test('accepts a telemetry reading and derives a stable id when it has none', () => {
   const first = validator.validate(telemetry, ctx);

@@ -106,6 +106,22 @@ test('names the client refuses are refused before anything is written', () => {
   assert.throws(() => writer.table('t').symbol('s', 'x').at(1, 'us'), /at least one column/);
 });
 
+test('a symbol value with a NUL character is refused before it is written (QuestDB fails the whole request on it); the rows around it are sent', async () => {
+  const qdb = await server();
+  const writer = new IlpHttpWriter({ httpUrl: qdb.url, requestTimeoutMs: 2000, retryTimeoutMs: 0 });
+  try {
+    writer.table('t').symbol('s', 'a').floatColumn('v', 1).at(1, 'us');
+    assert.throws(() => writer.table('t').symbol('s', 'x\u0000y'), /Symbol value of s contains a NUL character/);
+    writer.abortRow();
+    writer.table('t').symbol('s', 'b c').stringColumn('v', 'nul \u0000 in a string is stored').at(2, 'us');
+    assert.equal(await writer.flush(), true);
+    assert.equal(qdb.bodies[0], 't,s=a v=1 1000\nt,s=b\\ c v="nul \u0000 in a string is stored" 2000\n');
+  } finally {
+    await writer.close();
+    await qdb.close();
+  }
+});
+
 test('a retriable status is retried within retryTimeoutMs; a refusal (400) fails at once with QuestDB\'s message and the rows are kept', async () => {
   const qdb = await server([503, 500, 204, 400]);
   const writer = new IlpHttpWriter({ httpUrl: qdb.url, requestTimeoutMs: 2000, retryTimeoutMs: 5000 });

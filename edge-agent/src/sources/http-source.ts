@@ -171,18 +171,25 @@ class HttpSource implements Source {
     this.app.addHook('preParsing', async (request, _reply, payload) => {
       const encoding = request.headers['content-encoding'];
       if (encoding === undefined || encoding === 'identity') return payload;
-      if (encoding !== 'gzip') throw httpError(415, `Content-Encoding "${encoding}" is not supported; use gzip or none`);
+      if (encoding !== 'gzip') throw httpError(415, `Content-Encoding "${String(encoding).slice(0, 64)}" is not supported; use gzip or none`);
       // fastify compares Content-Length with `receivedEncodedLength` of the stream it is handed.
       const gunzip = Object.assign(createGunzip(), { receivedEncodedLength: 0 });
       payload.on('data', (chunk: Buffer) => (gunzip.receivedEncodedLength += chunk.byteLength));
       payload.pipe(gunzip);
       return gunzip;
     });
-    this.app.setErrorHandler((error: Error & { statusCode?: number }, request, reply) => {
+    this.app.setErrorHandler((error: Error & { statusCode?: number; code?: string }, request, reply) => {
       const status = error.statusCode ?? 500;
       if (status === 413) {
         this.refusals.refuse(EdgeErrorCode.TOO_LARGE, { client: this.clients.get(request)?.name, limit: config.bodyLimitBytes }, 'http body over bodyLimitBytes refused (413)');
         return reply.code(413).send({ error: `${error.message} (bodyLimitBytes ${config.bodyLimitBytes})`, code: EdgeErrorCode.TOO_LARGE });
+      }
+      // zlib's errors: Z_DATA_ERROR (not gzip), Z_BUF_ERROR (cut short).
+      const zlib = typeof error.code === 'string' && error.code.startsWith('Z_');
+      if (status === 415 || zlib) {
+        const message = zlib ? `body is not valid gzip (Content-Encoding: gzip): ${error.message}` : error.message;
+        this.refusals.refuse(EdgeErrorCode.BAD_CONTENT_ENCODING, { client: this.clients.get(request)?.name }, `http body refused: ${message}`);
+        return reply.code(zlib ? 400 : 415).send({ error: message, code: EdgeErrorCode.BAD_CONTENT_ENCODING });
       }
       if (status >= 500) this.deps.log.error({ err: error }, 'http ingest failed');
       return reply.code(status).send({ error: error.message });
@@ -190,7 +197,10 @@ class HttpSource implements Source {
     this.app.post('/v1/events', { onRequest: (request, reply) => this.admit(request, reply) }, async (request, reply) => {
       const client = this.clients.get(request)!;
       const body = (request.body as Buffer | undefined) ?? Buffer.alloc(0);
-      if (body.byteLength === 0) return reply.code(400).send({ error: 'empty body: send a JSON event, a JSON array or NDJSON' });
+      if (body.byteLength === 0) {
+        this.refusals.count(EdgeErrorCode.MALFORMED_JSON);
+        return reply.code(400).send({ error: 'empty body: send a JSON event, a JSON array or NDJSON', code: EdgeErrorCode.MALFORMED_JSON });
+      }
       const contentType = request.headers['content-type'] ?? '';
       const items = contentType.includes('ndjson') ? itemsFromNdjsonPayload(body, this.limits) : itemsFromJsonPayload(body, this.limits);
       const rate = this.eventLimiter.take(client.name, items.length, client.events);

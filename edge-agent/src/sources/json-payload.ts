@@ -6,9 +6,12 @@
  *   allocates millions of arrays nor reaches code that recurses (ajv, JSON.stringify, msgpack);
  * - numbers that overflow a double (`1e400` parses to Infinity, which JSON cannot even represent again);
  * - strings with a lone surrogate escape (`"\ud800"`), which have no UTF-8 form;
+ * - strings with a NUL character (`"\u0000"`), which QuestDB refuses in a symbol: one such row fails the hub's whole
+ *   ILP request, and would stall it;
  * - single events larger than `maxEventBytes` (an event must fit one JetStream message: max_payload is 4 MB).
  *
- * NaN and Infinity literals are not JSON (RFC 8259 §6) and JSON.parse already refuses them (MALFORMED_JSON).
+ * NaN and Infinity literals are not JSON (RFC 8259 §6) and JSON.parse already refuses them (MALFORMED_JSON); the
+ * reason then names the field that holds one, which the parser's message does not.
  * A payload-level refusal (bad UTF-8, too deep) refuses the whole payload; a value-level one (a bad number in
  * element 3 of an array) refuses only that element, so the valid events beside it still go in.
  */
@@ -159,8 +162,74 @@ function checkLeaf(value: unknown): Omit<UnsafeValue, 'field'> | undefined {
     if (!Number.isFinite(value)) return { code: EdgeErrorCode.NUMBER_OUT_OF_RANGE, reason: 'is a number too large for a 64-bit float (it overflows to Infinity)' };
   } else if (typeof value === 'string') {
     if (!isWellFormed(value)) return { code: EdgeErrorCode.INVALID_UTF8, reason: 'contains a lone surrogate escape (\\ud800-\\udfff), which has no UTF-8 form' };
+    if (value.includes('\u0000')) return { code: EdgeErrorCode.NUL_CHARACTER, reason: 'contains a NUL character (\\u0000), which QuestDB cannot store in a symbol column' };
   }
   return undefined;
+}
+
+const NON_FINITE_LITERALS = ['NaN', 'Infinity', '-Infinity'] as const;
+const NON_FINITE_TEXT = /NaN|Infinity/;
+
+/**
+ * The first NaN, Infinity or -Infinity literal standing as a value outside strings, with its JSON pointer. Only
+ * run on text JSON.parse refused, to say which field it was; a small tokenizer that tracks object keys and array
+ * indexes and gives up (undefined) on anything it cannot follow. Depth is bounded by the scan before parsing.
+ */
+export function findNonFiniteLiteral(text: string): { literal: string; field: string } | undefined {
+  if (!NON_FINITE_TEXT.test(text)) return undefined; // one native scan for the usual malformed text
+  const path: Array<{ array: boolean; key: string; index: number }> = [];
+  let expectKey = false;
+  for (let i = 0; i < text.length; i++) {
+    const ch = text.charCodeAt(i);
+    if (ch === QUOTE) {
+      let close = i + 1;
+      while (close < text.length && text.charCodeAt(close) !== QUOTE) close += text.charCodeAt(close) === BACKSLASH ? 2 : 1;
+      if (close >= text.length) return undefined;
+      const top = path.at(-1);
+      if (top && !top.array && expectKey) {
+        try {
+          top.key = JSON.parse(text.slice(i, close + 1)) as string;
+        } catch {
+          top.key = text.slice(i + 1, close);
+        }
+        expectKey = false;
+      }
+      i = close;
+      continue;
+    }
+    const top = path.at(-1);
+    switch (ch) {
+      case OPEN_ARRAY:
+      case OPEN_OBJECT:
+        path.push({ array: ch === OPEN_ARRAY, key: '', index: 0 });
+        expectKey = ch === OPEN_OBJECT;
+        continue;
+      case CLOSE_ARRAY:
+      case CLOSE_OBJECT:
+        path.pop();
+        continue;
+      case COMMA:
+        if (top?.array) top.index++;
+        else if (top) expectKey = true;
+        continue;
+    }
+    const literal = NON_FINITE_LITERALS.find((l) => text.startsWith(l, i));
+    if (literal) {
+      const field = '/' + path.map((p) => (p.array ? String(p.index) : p.key.replace(/~/g, '~0').replace(/\//g, '~1'))).join('/');
+      return { literal, field: path.length === 0 ? '/' : field };
+    }
+  }
+  return undefined;
+}
+
+/** The refusal of a JSON text JSON.parse threw on: the parser's message, or which field holds a NaN or Infinity. */
+function malformed(what: string, text: string, error: unknown, raw: Buffer): IngestItem {
+  const nonFinite = findNonFiniteLiteral(text);
+  if (nonFinite) {
+    const reason = `${what} is not valid JSON: ${nonFinite.field} is ${nonFinite.literal}, which JSON does not have (RFC 8259 §6: numbers are finite); send null or leave the field out`;
+    return { refused: { code: EdgeErrorCode.MALFORMED_JSON, reason, field: nonFinite.field }, raw };
+  }
+  return refused(EdgeErrorCode.MALFORMED_JSON, `${what} is not valid JSON: ${(error as Error).message}`, raw);
 }
 
 /**
@@ -252,13 +321,16 @@ function valueItem(value: unknown, raw: Buffer, size: number, limits: JsonPayloa
 
 /** A JSON payload: one event, or an array of events (one item per element, each with its own bytes as raw). */
 export function itemsFromJsonPayload(payload: Buffer, limits: JsonPayloadLimits): IngestItem[] {
+  if (payload.every(isJsonWhitespace)) {
+    return [refused(EdgeErrorCode.MALFORMED_JSON, 'payload is empty: send a JSON event or an array of events', payload)];
+  }
   const decoded = decode(payload, limits, 'payload');
   if ('item' in decoded) return [decoded.item];
   let value: unknown;
   try {
     value = JSON.parse(decoded.text);
   } catch (error) {
-    return [refused(EdgeErrorCode.MALFORMED_JSON, `payload is not valid JSON: ${(error as Error).message}`, payload)];
+    return [malformed('payload', decoded.text, error, payload)];
   }
   if (!Array.isArray(value)) return [valueItem(value, payload, payload.length, limits, 'event')];
   const spans = decoded.scan.elements;
@@ -305,7 +377,7 @@ export function itemsFromNdjsonPayload(body: Buffer, limits: JsonPayloadLimits):
     try {
       items.push(valueItem(JSON.parse(decoded.text), trimmed, trimmed.length, limits, 'line'));
     } catch (error) {
-      items.push(refused(EdgeErrorCode.MALFORMED_JSON, `line is not valid JSON: ${(error as Error).message}`, trimmed));
+      items.push(malformed('line', decoded.text, error, trimmed));
     }
   }
   return items;

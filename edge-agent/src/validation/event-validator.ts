@@ -104,6 +104,9 @@ export class EventValidator {
       return reject(EdgeErrorCode.NOT_AN_OBJECT, `event must be a JSON object, got ${describe(value)}`);
     }
     const body = value as Record<string, unknown>;
+    if (body.type !== undefined && typeof body.type !== 'string') {
+      return reject(EdgeErrorCode.UNKNOWN_TYPE, `/type must be a string naming the event type, got ${describe(body.type)}`, '/type');
+    }
     const type = body.type ?? context.defaultType;
     if (typeof type !== 'string') {
       return reject(EdgeErrorCode.UNKNOWN_TYPE, 'event has no "type" field and its source names no default type', '/type');
@@ -113,7 +116,14 @@ export class EventValidator {
       return reject(EdgeErrorCode.UNKNOWN_TYPE, `unknown event type "${truncate(type)}"; known: ${this.knownTypes().join(', ')}`, '/type');
     }
     const requested = body.schema_version ?? known.latest;
-    const compiled = typeof requested === 'number' ? known.versions.get(requested) : undefined;
+    if (!Number.isSafeInteger(requested)) {
+      return reject(
+        EdgeErrorCode.UNKNOWN_TYPE,
+        `/schema_version must be an integer version of "${type}" (known: ${[...known.versions.keys()].join(', ')}), got ${describe(requested)} ${truncate(JSON.stringify(requested) ?? '')}`,
+        '/schema_version',
+      );
+    }
+    const compiled = known.versions.get(requested as number);
     if (!compiled) {
       return reject(
         EdgeErrorCode.UNKNOWN_TYPE,
@@ -122,8 +132,8 @@ export class EventValidator {
       );
     }
     if (!compiled.validate(body)) {
-      const error = compiled.validate.errors![0]!;
-      return reject(EdgeErrorCode.SCHEMA_INVALID, describeAjvError(error), error.instancePath || '/');
+      const error = relevantError(compiled.validate.errors!);
+      return reject(EdgeErrorCode.SCHEMA_INVALID, describeAjvError(error), fieldOf(error));
     }
     const key = body[compiled.partitionKey] as string;
     if (context.expectedKey !== undefined && key !== context.expectedKey) {
@@ -137,6 +147,13 @@ export class EventValidator {
     if (ts === undefined) {
       return reject(EdgeErrorCode.SCHEMA_INVALID, '/timestamp is not a valid date-time', '/timestamp');
     }
+    // The schemas bound epoch milliseconds to 1970-3000 (inclusive); an RFC 3339 string gets the same bounds here (JSON
+    // Schema's date-time format allows years 0000-9999). QuestDB cannot store a designated timestamp before 1970:
+    // without this, the hub would dead-letter the event later with a reason the sender never sees.
+    if (ts < 0 || ts > MAX_EVENT_TIME_US) {
+      const bound = ts < 0 ? 'before 1970-01-01T00:00:00Z, which QuestDB cannot store' : 'after 3000-01-01T00:00:00Z, the latest event time accepted';
+      return reject(EdgeErrorCode.SCHEMA_INVALID, `/timestamp ${truncate(String(body.timestamp))} is ${bound}`, '/timestamp');
+    }
     const id = typeof body.event_id === 'string' ? body.event_id : deriveEventId(type, key, body);
     return {
       ok: true,
@@ -147,6 +164,28 @@ export class EventValidator {
 
 function reject(code: EdgeErrorCode, reason: string, field?: string): ValidationResult {
   return { ok: false, rejection: field === undefined ? { code, reason } : { code, reason, field } };
+}
+
+/**
+ * The error worth reporting. With `oneOf` (the timestamp: a date-time string or epoch milliseconds), ajv lists the
+ * failure of every branch first; the branch whose type the value has says what is wrong (`must be <=
+ * 32503680000000` for an epoch too far ahead, not `must be string`). When no branch took the type, the combined
+ * error describes all of them.
+ */
+function relevantError(errors: ErrorObject[]): ErrorObject {
+  const first = errors[0]!;
+  const combined = errors.find((e) => (e.keyword === 'oneOf' || e.keyword === 'anyOf') && first.schemaPath.startsWith(`${e.schemaPath}/`));
+  if (!combined) return first;
+  const branches = errors.filter((e) => e !== combined && e.schemaPath.startsWith(`${combined.schemaPath}/`));
+  return branches.find((e) => e.keyword !== 'type') ?? combined;
+}
+
+/** JSON pointer of the field an error is about: for a missing or extra property, the property itself. */
+function fieldOf(error: ErrorObject): string {
+  const base = error.instancePath;
+  if (error.keyword === 'required') return `${base}/${(error.params as { missingProperty: string }).missingProperty}`;
+  if (error.keyword === 'additionalProperties') return `${base}/${(error.params as { additionalProperty: string }).additionalProperty}`;
+  return base || '/';
 }
 
 function describeAjvError(error: ErrorObject): string {
@@ -166,6 +205,9 @@ function describeAjvError(error: ErrorObject): string {
       return `${path} ${error.message ?? 'is invalid'}`;
   }
 }
+
+/** 3000-01-01T00:00:00Z in epoch microseconds: the largest epoch-millisecond timestamp the schemas allow. */
+const MAX_EVENT_TIME_US = 32503680000000 * 1000;
 
 /** RFC 3339 string or epoch milliseconds → epoch microseconds (sub-millisecond digits of a string are kept). */
 export function toMicros(timestamp: string | number): number | undefined {

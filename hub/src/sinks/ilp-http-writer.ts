@@ -39,7 +39,8 @@ const BYTES_PER_SECOND_FLOOR = 100 * 1024;
 
 const TABLE_NAME_FORBIDDEN = /[?,'"\\/:)(+*%~\u0000-\u000f\u007f\ufeff]/;
 const COLUMN_NAME_FORBIDDEN = /[?.,'"\\/:)(+\-*%~\u0000-\u000f\u007f\ufeff]/;
-const UNQUOTED_SPECIAL = /[ ,=\n\r\\]/;
+// NUL is not escaped but refused in symbols: QuestDB answers 400 to the whole request ("field value is invalid").
+const UNQUOTED_SPECIAL = /[ ,=\n\r\\\u0000]/;
 const QUOTED_SPECIAL = /["\n\r\\]/;
 
 /** An HTTP answer other than 204, or a timeout; `status` is 524 for a timeout, 0 when there was no answer. */
@@ -108,7 +109,14 @@ export class IlpHttpWriter {
     this.openRow();
     if (this.fieldCount > 0) throw new Error('Symbols must be written before any other column');
     if (typeof value !== 'string') throw new Error(`Symbol value of ${name} must be a string`);
-    this.row += `,${checkedName(name, COLUMN_NAME_FORBIDDEN, 'column')}=${escapeUnquoted(value)}`;
+    const column = checkedName(name, COLUMN_NAME_FORBIDDEN, 'column');
+    let escaped = value;
+    if (UNQUOTED_SPECIAL.test(value)) {
+      // One such row would fail the request with every other row in it, again at each retry: refuse the row alone.
+      if (value.includes('\u0000')) throw new Error(`Symbol value of ${name} contains a NUL character (\\u0000), which QuestDB refuses`);
+      escaped = escape(value, false);
+    }
+    this.row += `,${column}=${escaped}`;
     return this;
   }
 
