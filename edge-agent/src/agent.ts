@@ -40,7 +40,7 @@ export class EdgeAgent {
     const schemas = loadAgentCatalog(config.schemasDir, schemaCacheDir(config.dataDir));
     for (const version of schemas.conflicts) log.warn({ version }, 'cached registry schema differs from the local one; using the local one');
     for (const file of schemas.skipped) log.warn({ file }, 'unreadable cached schema skipped');
-    const validator = new EventValidator(schemas.catalog);
+    const validator = new EventValidator(schemas.catalog, { maxFutureMs: config.validation.maxFutureMs });
     this.validator = validator;
     log.info({ schemasDir: config.schemasDir, versions: validator.versions() }, 'schemas loaded');
     this.outbox = new SqliteOutbox({

@@ -38,6 +38,7 @@ export interface AgentConfig {
   aggregation: AggregationRule[];
   admin: { host: string; port: number };
   schemaRegistry: { enabled: boolean; bucket: string; retryMs: number };
+  validation: { maxFutureMs: number };
   deadLetters: {
     maxRows: number;
     maxBytes: number;
@@ -157,6 +158,21 @@ export const agentConfigSchema = {
         enabled: { type: 'boolean', default: true, description: 'Watch the hub\'s schema registry bucket.' },
         bucket: { type: 'string', pattern: '^[A-Za-z0-9_-]+$', default: 'schemas', description: 'KV bucket the hub publishes schema versions to.' },
         retryMs: { type: 'integer', minimum: 100, default: 5000, description: 'Wait before watching again after the bucket was missing or the watch failed.' },
+      },
+    },
+    validation: {
+      type: 'object',
+      additionalProperties: false,
+      default: {},
+      description: 'Checks beyond the schemas.',
+      properties: {
+        maxFutureMs: {
+          type: 'integer',
+          minimum: 0,
+          default: 3600000,
+          description:
+            'Refuse an event whose time is more than this ahead of the gateway clock (EDGE_ERR_FUTURE_TIMESTAMP): a device clock set wrong would move the windows\' watermarks and make other events late. 0: no bound. @default 1 hour',
+        },
       },
     },
     deadLetters: {

@@ -25,6 +25,8 @@ export const EdgeErrorCode = {
    * hub) and returns broken JSON from its REST API for a VARCHAR holding it.
    */
   NUL_CHARACTER: 'EDGE_ERR_NUL_CHARACTER',
+  /** The event time is further ahead of the agent's clock than `validation.maxFutureMs`: a device clock gone wrong. */
+  FUTURE_TIMESTAMP: 'EDGE_ERR_FUTURE_TIMESTAMP',
   /** JSON nests arrays/objects deeper than the source's `maxJsonDepth`. */
   TOO_DEEP: 'EDGE_ERR_TOO_DEEP',
   /** A JSON number overflows a 64-bit float (e.g. `1e400`, which JSON.parse turns into Infinity). */

@@ -81,3 +81,19 @@ test('toMicros reads RFC 3339 with offsets and epoch milliseconds', () => {
   assert.equal(toMicros('1970-01-01T01:00:00.5+01:00'), 500_000);
   assert.equal(toMicros('nonsense'), undefined);
 });
+
+test('an event time further ahead of the agent clock than maxFutureMs is refused, naming how far; within it, accepted', () => {
+  const bounded = new EventValidator(loadSchemaCatalog(), { maxFutureMs: 3_600_000 });
+  const now = Date.UTC(2026, 10, 29, 12) * 1000;
+  const at = (ms: number) => bounded.validate({ ...telemetry, timestamp: now / 1000 + ms }, { source: 'test', ingestTimeUs: now });
+  assert.equal(at(3_600_000).ok, true, 'exactly at the bound');
+  assert.equal(at(-86_400_000 * 365).ok, true, 'the past is not bounded (an agent drains hours-old events)');
+  const year = at(365 * 86_400_000);
+  assert.equal(year.ok, false);
+  if (!year.ok) {
+    assert.equal(year.rejection.code, 'EDGE_ERR_FUTURE_TIMESTAMP');
+    assert.equal(year.rejection.field, '/timestamp');
+    assert.match(year.rejection.reason, /is 31536000 s ahead of the agent's clock \(at most 3600 s allowed, validation.maxFutureMs\)$/);
+  }
+  assert.equal(validator.validate({ ...telemetry, timestamp: 32503680000000 }, ctx).ok, true, 'no bound unless configured');
+});

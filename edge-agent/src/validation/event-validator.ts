@@ -54,7 +54,14 @@ export class EventValidator {
   // validate() (synchronous) always sees either the old or the new set of versions, and every older version stays.
   private types: ReadonlyMap<string, KnownType> = new Map();
 
-  constructor(catalog: SchemaVersion[]) {
+  /**
+   * `maxFutureMs`: refuse events whose time is further ahead of the ingest time (a device clock set wrong would
+   * otherwise move every window's watermark forward and make everyone else's events late); 0 or absent: no bound.
+   */
+  constructor(
+    catalog: SchemaVersion[],
+    private readonly options: { maxFutureMs?: number } = {},
+  ) {
     for (const entry of catalog) this.addVersion(entry);
   }
 
@@ -153,6 +160,15 @@ export class EventValidator {
     if (ts < 0 || ts > MAX_EVENT_TIME_US) {
       const bound = ts < 0 ? 'before 1970-01-01T00:00:00Z, which QuestDB cannot store' : 'after 3000-01-01T00:00:00Z, the latest event time accepted';
       return reject(EdgeErrorCode.SCHEMA_INVALID, `/timestamp ${truncate(String(body.timestamp))} is ${bound}`, '/timestamp');
+    }
+    const maxFutureUs = (this.options.maxFutureMs ?? 0) * 1000;
+    if (maxFutureUs > 0 && ts > context.ingestTimeUs + maxFutureUs) {
+      const ahead = Math.round((ts - context.ingestTimeUs) / 1e6);
+      return reject(
+        EdgeErrorCode.FUTURE_TIMESTAMP,
+        `/timestamp ${truncate(String(body.timestamp))} is ${ahead} s ahead of the agent's clock (at most ${this.options.maxFutureMs! / 1000} s allowed, validation.maxFutureMs)`,
+        '/timestamp',
+      );
     }
     const id = typeof body.event_id === 'string' ? body.event_id : deriveEventId(type, key, body);
     return {
