@@ -25,6 +25,7 @@ import { nanos } from '@nats-io/transport-node';
 import type { Logger } from '../../../shared/logger.js';
 import { decodeBatch, EVENTS_STREAM, type EventBatch } from '../../../shared/wire.js';
 import { HubError, HubErrorCode, errorMessage } from '../errors.js';
+import { processFaults, type FaultInjector } from '../fault-injection.js';
 import type { Alert, LateEvent, OperatorOutput, Rule, WatermarkSettings, WindowResult } from '../operators/index.js';
 import type { DeadLetter } from '../sinks/dead-letter-sink.js';
 import type { SnapshotStore } from './kv-snapshot-store.js';
@@ -80,6 +81,8 @@ export interface PartitionProcessorDeps {
   workerId: string;
   log: Logger;
   now: () => number;
+  /** Test-only kills between a write and its ack (FAULT_HUB_KILL_AFTER_WRITE). @default from the environment */
+  faults?: FaultInjector;
 }
 
 export interface PartitionStats {
@@ -345,10 +348,14 @@ export class PartitionProcessor {
   private checkpoint(): Promise<void> {
     if (this.checkpointing) return this.checkpointing;
     const run = async () => {
+      // Fault tests only: a kill after the write is worth testing when the checkpoint has messages to ack.
+      const faults = this.set.streamSeq > this.lastCheckpointSeq ? (this.deps.faults ?? processFaults) : undefined;
+      const at = () => ({ partition: this.partition, streamSeq: this.set.streamSeq, lastCheckpointSeq: this.lastCheckpointSeq });
       // An output flush in progress goes first: its alerts and late events are not in the lists below.
       if (this.outputFlush) await this.outputFlush;
       await this.deps.sink.flush();
       this.pendingOutputs = 0;
+      faults?.afterWrite('checkpoint-written', at());
       if (this.lateEvents.length > 0) {
         await this.deps.late.publish(this.lateEvents);
         this.lateEvents = [];
@@ -358,6 +365,7 @@ export class PartitionProcessor {
         this.alerts = [];
       }
       this.revision = await this.deps.store.save(this.partition, this.state(), this.revision);
+      faults?.afterWrite('checkpoint-saved', at());
       this.lastCheckpointSeq = this.set.streamSeq;
       this.lastMessage?.ack();
       this.stats.checkpoints++;
