@@ -19,6 +19,7 @@
 import type { Logger } from '../../shared/logger.js';
 import type { BatchSource, Inbound } from './consumer/consumer.js';
 import { errorMessage } from './errors.js';
+import { processFaults, type FaultInjector } from './fault-injection.js';
 import type { HubMetrics } from './metrics.js';
 import type { Sink, WriteResult } from './sinks/sink.js';
 import { DEAD_LETTER_CODES } from './sinks/dead-letter-sink.js';
@@ -165,14 +166,16 @@ export class HubWorker {
   private readonly unmapped: UnmappedEvents;
   private readonly maxUnresolved: number;
   private readonly unresolvedTimeoutMs: number;
+  private readonly faults: FaultInjector;
 
   constructor(
     private readonly source: BatchSource,
     private readonly sink: Sink,
     private readonly settings: HubWorkerSettings,
-    deps: { metrics: HubMetrics; log: Logger; clock?: Clock; unmapped?: UnmappedEvents },
+    deps: { metrics: HubMetrics; log: Logger; clock?: Clock; unmapped?: UnmappedEvents; faults?: FaultInjector },
   ) {
     this.metrics = deps.metrics;
+    this.faults = deps.faults ?? processFaults;
     this.log = deps.log;
     this.clock = deps.clock ?? systemClock;
     this.unmapped = deps.unmapped ?? NO_RECOVERY;
@@ -377,6 +380,10 @@ export class HubWorker {
       return false;
     }
     const now = this.clock.now();
+    // Fault tests only (FAULT_HUB_KILL_AFTER_WRITE): die with the rows in QuestDB and the messages unacked.
+    if (messages.length > 0) {
+      this.faults.afterWrite('raw', { messages: messages.length, rows: result.rows, firstSeq: messages[0]!.seq, lastSeq: messages[messages.length - 1]!.seq });
+    }
     for (const message of messages) message.ack();
     this.stats.flushes++;
     this.stats.rowsWritten += result.rows;

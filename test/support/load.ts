@@ -16,11 +16,24 @@ export interface AckedLoad {
  * `devices` MQTT clients and one HTTP sender, each sending one event at a time every `intervalMs`; a failed send
  * is retried (same event) until acknowledged, like a real device with a QoS 1 session or a backend with retries.
  */
-export function startAckedLoad(options: { runId: string; mqttPort: number; httpPort: number; devices: number; intervalMs: number; httpBatch: number }): AckedLoad {
+export function startAckedLoad(options: {
+  runId: string;
+  mqttPort: number;
+  httpPort: number;
+  devices: number;
+  intervalMs: number;
+  httpBatch: number;
+  /**
+   * Event timestamps: `sequence` (default) counts milliseconds from the start, one per event, which falls behind the
+   * clock; `clock` is the time of sending, for runs beside event-time rules (where `sequence` events would be late).
+   */
+  eventTime?: 'sequence' | 'clock';
+}): AckedLoad {
   const acked = new Set<string>();
   const sentPerDevice = new Map<string, string[]>();
   let running = true;
   const base = Date.now();
+  const clock = options.eventTime === 'clock';
   const loops: Promise<void>[] = [];
   const clients: MqttClient[] = [];
   for (let d = 0; d < options.devices; d++) {
@@ -33,7 +46,7 @@ export function startAckedLoad(options: { runId: string; mqttPort: number; httpP
       (async () => {
         for (let seq = 0; running; seq++) {
           const id = `${device}-${seq}`;
-          const payload = JSON.stringify({ event_id: id, device_id: device, timestamp: base + seq, metric: 'temperature', value: seq });
+          const payload = JSON.stringify({ event_id: id, device_id: device, timestamp: clock ? Date.now() : base + seq, metric: 'temperature', value: seq });
           sentPerDevice.get(device)!.push(id);
           // mqtt.js keeps an unacknowledged QoS 1 publish in its outgoing store and re-sends it after reconnecting.
           await client.publishAsync(`devices/${device}/telemetry`, payload, { qos: 1 }).then(
@@ -52,7 +65,7 @@ export function startAckedLoad(options: { runId: string; mqttPort: number; httpP
           event_id: `${options.runId}-app-${batch}-${i}`,
           event_type: 'video_play',
           user_id: `${options.runId}-user-${i % 7}`,
-          timestamp: base + batch * options.httpBatch + i,
+          timestamp: clock ? Date.now() : base + batch * options.httpBatch + i,
         }));
         const body = events.map((e) => JSON.stringify(e)).join('\n');
         for (;;) {

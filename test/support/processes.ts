@@ -5,7 +5,8 @@ import { REPO_ROOT } from '../../scripts/lib/runtime.js';
 
 export { freePort, type ManagedProcess };
 
-const LOG_DIR = join(REPO_ROOT, '.runtime', 'test-logs');
+/** Where the processes' output goes: `hub-<name>.log`, `agent-<agent id>.log` (appended across runs). */
+export const LOG_DIR = join(REPO_ROOT, '.runtime', 'test-logs');
 
 export interface AgentPorts {
   mqtt: number;

@@ -7,20 +7,23 @@ import type { Rule, WindowResult } from '../../hub/src/operators/index.js';
 import { partitionOf, type WireEvent } from '../../shared/wire.js';
 import { query } from './questdb.js';
 
-/** A rule for these checks: count and sum of `value` per device in 10 s tumbling windows, telemetry of `metric` only. */
-export function countAndSumRule(name: string, metric: string): Rule {
+/**
+ * A rule for these checks: count and sum of `value` per device in tumbling windows (10 s, no allowed lateness unless
+ * told), telemetry of `metric` only. With an allowed lateness, late events revise closed windows (new revisions).
+ */
+export function countAndSumRule(name: string, metric: string, options: { sizeMs?: number; allowedLatenessMs?: number } = {}): Rule {
   return {
     kind: 'window',
     name,
     eventType: 'device.telemetry',
     keyBy: 'key',
     where: { metric },
-    window: { type: 'tumbling', sizeMs: 10_000 },
+    window: { type: 'tumbling', sizeMs: options.sizeMs ?? 10_000 },
     aggregates: [
       { name: 'n', fn: 'count' },
       { name: 'total', fn: 'sum', field: 'value' },
     ],
-    allowedLatenessMs: 0,
+    allowedLatenessMs: options.allowedLatenessMs ?? 0,
   } as unknown as Rule;
 }
 

@@ -332,4 +332,29 @@ describe('QuestDbAnalyticsSink', () => {
     await assert.rejects(s.flush(), /column label of window_results is VARCHAR; the aggregate label needs DOUBLE/);
     assert.equal(s.bufferedRows, 1, 'the row waits for the next flush');
   });
+
+  test('does not send the rows of a partition the write guard refuses at flush time, and drops them', async () => {
+    const sender = new FakeSender();
+    const s = sink(sender);
+    const owned = new Set([1]);
+    s.setWriteGuard((partition) => owned.has(partition));
+    s.write([result({ key: 'dev-of-p1' })], 1);
+    s.write([result({ key: 'dev-of-p2' })], 2);
+    s.write([alert]); // untagged: never fenced
+    await s.flush();
+    assert.equal(sender.sent.length, 1);
+    assert.deepEqual(sender.sent[0]!.map((line) => /key=([\w-]+)/.exec(line)![1]).sort(), ['dev-1', 'dev-of-p1']);
+    assert.equal(s.bufferedRows, 0, 'the refused row is dropped, not kept for later');
+  });
+
+  test('discard drops the unwritten rows a partition wrote last, and only those', async () => {
+    const sender = new FakeSender();
+    const s = sink(sender);
+    s.write([result({ key: 'a' })], 1);
+    s.write([result({ key: 'b' })], 2);
+    s.write([result({ key: 'b', revision: 1 })], 1); // the same row, last written by partition 1
+    assert.equal(s.discard(2), 0);
+    assert.equal(s.discard(1), 2);
+    assert.equal(s.bufferedRows, 0);
+  });
 });

@@ -3,6 +3,11 @@
  * a lease on. The lease manager decides which partitions those are (fair share among live workers); taking one
  * starts its processor (restore the snapshot, consume from the position it covers), giving one up stops it (last
  * checkpoint). A rule change reaches every running processor between two messages.
+ *
+ * Fencing of the QuestDB writes: the shared output sink asks, right before each request, whether each partition with
+ * rows in it still belongs to this worker (its processor is running and not fenced, and its lease is not overdue). A
+ * partition whose lease is lost, or overdue after a pause, gets no final checkpoint and its unwritten rows are
+ * dropped: the next owner replays them from the last snapshot, and writing them could replace its newer revisions.
  */
 import type { JetStreamClient, JetStreamManager } from '@nats-io/jetstream';
 import type { NatsConnection } from '@nats-io/transport-node';
@@ -48,6 +53,8 @@ export class AnalyticsService {
       { onAcquire: (partition) => this.take(partition), onRelease: (partition, reason) => this.give(partition, reason) },
       log,
     );
+    // Stopping processors stay in the map until their final checkpoint is done, so that it may still write.
+    sink.setWriteGuard((partition) => this.processors.get(partition)?.stillOwner() ?? false);
   }
 
   /** Loads the rules (and keeps watching them), then starts taking partitions. */
@@ -96,24 +103,53 @@ export class AnalyticsService {
         consumerPrefix: this.config.stateBucket,
         watermark: this.config.watermark,
       },
-      { js: this.js, jsm: this.jsm, store: this.store, sink: this.sink, late: this.late, alerts: this.alerts, workerId: this.config.workerId, log: this.log, now: Date.now },
-      (fenced) => void this.give(fenced, 'lost'),
+      {
+        js: this.js,
+        jsm: this.jsm,
+        store: this.store,
+        sink: this.sink,
+        late: this.late,
+        alerts: this.alerts,
+        workerId: this.config.workerId,
+        log: this.log,
+        now: Date.now,
+        holdsLease: () => this.leases.holds(partition),
+      },
+      (fenced) => {
+        // The lease may still be ours on the server (only overdue here): give it back, so the partition is not left
+        // held and unprocessed; whoever takes it next, this worker included, replays from the last snapshot.
+        this.leases.abandon(fenced, 'its processor was fenced');
+        void this.give(fenced, 'lost');
+      },
     );
-    // A failure here (the claim was fenced, JetStream unavailable) propagates: the lease manager does not count
-    // the partition as owned and tries again later.
-    await processor.start();
+    // In the map before it starts, so that the sink's write guard knows it from its first output on. A failure here
+    // (the claim was fenced, JetStream unavailable) propagates: the lease manager does not count the partition as
+    // owned and tries again later.
     this.processors.set(partition, processor);
+    try {
+      await processor.start();
+    } catch (error) {
+      if (this.processors.get(partition) === processor) this.processors.delete(partition);
+      throw error;
+    }
   }
 
   private async give(partition: number, reason: string): Promise<void> {
     const processor = this.processors.get(partition);
     if (!processor) return;
-    this.processors.delete(partition);
+    if (reason === 'lost') {
+      // Another worker may own it already: no final checkpoint, and what it has not written is dropped.
+      processor.fence('its lease was lost', false);
+      const dropped = this.sink.discard(partition);
+      if (dropped > 0) this.log.warn({ partition, rows: dropped }, 'unwritten analytics rows of a lost partition dropped (the next owner replays them)');
+    }
     try {
       await processor.stop();
       this.log.info({ partition, reason }, 'partition given up');
     } catch (error) {
       this.log.warn({ partition, reason, err: errorMessage(error) }, 'stopping a partition failed; the next owner replays from its last snapshot');
+    } finally {
+      if (this.processors.get(partition) === processor) this.processors.delete(partition);
     }
   }
 }

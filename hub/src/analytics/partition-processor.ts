@@ -19,21 +19,33 @@
  *     after a crash the next owner restores the last snapshot and skips what it covers, and the QuestDB rows of
  *     anything re-emitted are upserts of the same keys.
  * Stopping (lease released): a last checkpoint, then the consumer stays for the next owner to replace.
+ * Fenced (the snapshot's CAS failed, the lease was lost, or it is overdue after a pause longer than it allows): no
+ * more outputs, flushes, snapshots or acks, and the rows it did not write are dropped from the shared sink. QuestDB
+ * cannot check a fencing token, and an upsert keeps the last write: stale rows written after the next owner's newer
+ * revisions would replace them for good. So every write first asks `stillOwner()` (the lease is checked by time, not
+ * by the timers that may run only after ours once a paused process resumes), and so does the sink right before each
+ * request.
  */
 import { AckPolicy, DeliverPolicy, ReplayPolicy, type Consumer, type ConsumerMessages, type JetStreamClient, type JetStreamManager, type JsMsg } from '@nats-io/jetstream';
 import { nanos } from '@nats-io/transport-node';
 import type { Logger } from '../../../shared/logger.js';
 import { decodeBatch, EVENTS_STREAM, type EventBatch } from '../../../shared/wire.js';
 import { HubError, HubErrorCode, errorMessage } from '../errors.js';
+import { processFaults, type FaultInjector } from '../fault-injection.js';
 import type { Alert, LateEvent, OperatorOutput, Rule, WatermarkSettings, WindowResult } from '../operators/index.js';
 import type { DeadLetter } from '../sinks/dead-letter-sink.js';
 import type { SnapshotStore } from './kv-snapshot-store.js';
 import { OperatorSet } from './operator-set.js';
 
 export interface AnalyticsOutputSink {
-  write(outputs: Array<WindowResult | Alert>): void;
+  /** Buffers the outputs of `partition`'s processor; the rows remember the partition (discard, write guard). */
+  write(outputs: Array<WindowResult | Alert>, partition: number): void;
   /** Writes everything written so far; throws when QuestDB did not confirm it. */
   flush(): Promise<void>;
+  /** Drops the rows of `partition` not yet written: its lease was lost, the next owner replays them. */
+  discard(partition: number): number;
+  /** Right before each request: rows of a partition for which `guard` says false are dropped, not sent. */
+  setWriteGuard(guard: (partition: number) => boolean): void;
 }
 
 export interface LateEventSink {
@@ -80,6 +92,13 @@ export interface PartitionProcessorDeps {
   workerId: string;
   log: Logger;
   now: () => number;
+  /**
+   * Whether this worker holds the partition's lease and its last renewal is recent enough that no other worker can
+   * have taken it (KvLeaseManager.holds): checked before every write that another owner's writes must not follow.
+   */
+  holdsLease: () => boolean;
+  /** Test-only kills between a write and its ack (FAULT_HUB_KILL_AFTER_WRITE). @default from the environment */
+  faults?: FaultInjector;
 }
 
 export interface PartitionStats {
@@ -192,7 +211,32 @@ export class PartitionProcessor {
     if (change.added.length + change.changed.length + change.removed.length > 0) this.deps.log.info({ partition: this.partition, ...change }, 'rules updated');
   }
 
-  /** Last checkpoint, then stops consuming. The consumer stays; the next owner replaces it. */
+  /**
+   * Whether this worker may still write, save and ack for the partition: not fenced, and the lease not overdue.
+   * After a pause longer than the lease (GC, a frozen VM, SIGSTOP) another worker may own the partition and have
+   * written newer revisions of our pending results; the timers that would notice (lease watchdog, renewals) run in
+   * any order with ours after the pause, so every write asks first. Sticky: once false, the processor is fenced.
+   */
+  stillOwner(): boolean {
+    if (this.fenced) return false;
+    if (this.deps.holdsLease()) return true;
+    this.fence('its lease is overdue (this worker was paused or cut off longer than the lease allows)');
+    return false;
+  }
+
+  /**
+   * Stops writing for good: no more outputs, flushes, snapshots or acks (the next owner replays from the last
+   * snapshot). Unless the caller already knows (`notify` false), tells the service once (onFenced), which gives the
+   * partition up.
+   */
+  fence(why: string, notify = true): void {
+    if (this.fenced) return;
+    this.fenced = true;
+    this.deps.log.warn({ partition: this.partition, why }, 'another worker may own this partition now; stopping without writing or acking');
+    if (notify) this.onFenced(this.partition);
+  }
+
+  /** Last checkpoint (unless fenced), then stops consuming. The consumer stays; the next owner replaces it. */
   async stop(): Promise<void> {
     if (this.stopping) return;
     this.stopping = true;
@@ -245,6 +289,7 @@ export class PartitionProcessor {
   }
 
   private route(outputs: OperatorOutput[], batch: Pick<EventBatch, 'agent' | 'partition' | 'events'>, seq: number): void {
+    if (this.fenced) return;
     const results: Array<WindowResult | Alert> = [];
     const late: LateEvent[] = [];
     for (const output of outputs) {
@@ -259,7 +304,7 @@ export class PartitionProcessor {
       results.push(output);
     }
     if (results.length > 0) {
-      this.deps.sink.write(results);
+      this.deps.sink.write(results, this.partition);
       this.pendingOutputs += results.length;
     }
     if (late.length > 0) {
@@ -304,7 +349,7 @@ export class PartitionProcessor {
    * them harmlessly. What fails stays for the checkpoint, which waits for this and writes everything before it acks.
    */
   private flushOutputs(): void {
-    if (this.outputFlush || this.checkpointing) return;
+    if (this.outputFlush || this.checkpointing || !this.stillOwner()) return;
     this.lastOutputFlushAt = this.deps.now();
     const late = this.lateEvents;
     const alerts = this.alerts;
@@ -336,7 +381,7 @@ export class PartitionProcessor {
       this.stats.checkpointFailures++;
       this.lastFailedCheckpointAt = this.deps.now();
       this.deps.log.warn({ partition: this.partition, err: errorMessage(error) }, 'checkpoint failed; nothing acked, retrying');
-      if (error instanceof HubError && error.code === HubErrorCode.PARTITION_FENCED) this.fence();
+      if (error instanceof HubError && error.code === HubErrorCode.PARTITION_FENCED) this.fence(errorMessage(error));
       return false;
     }
   }
@@ -345,10 +390,17 @@ export class PartitionProcessor {
   private checkpoint(): Promise<void> {
     if (this.checkpointing) return this.checkpointing;
     const run = async () => {
+      this.assertOwner();
+      // Fault tests only: a kill after the write is worth testing when the checkpoint has messages to ack.
+      const faults = this.set.streamSeq > this.lastCheckpointSeq ? (this.deps.faults ?? processFaults) : undefined;
+      const at = () => ({ partition: this.partition, streamSeq: this.set.streamSeq, lastCheckpointSeq: this.lastCheckpointSeq });
       // An output flush in progress goes first: its alerts and late events are not in the lists below.
       if (this.outputFlush) await this.outputFlush;
       await this.deps.sink.flush();
+      // The sink dropped our rows if the lease went overdue meanwhile: then nothing after this may happen.
+      this.assertOwner();
       this.pendingOutputs = 0;
+      faults?.afterWrite('checkpoint-written', at());
       if (this.lateEvents.length > 0) {
         await this.deps.late.publish(this.lateEvents);
         this.lateEvents = [];
@@ -357,7 +409,9 @@ export class PartitionProcessor {
         await this.deps.alerts.publish(this.alerts);
         this.alerts = [];
       }
+      this.assertOwner();
       this.revision = await this.deps.store.save(this.partition, this.state(), this.revision);
+      faults?.afterWrite('checkpoint-saved', at());
       this.lastCheckpointSeq = this.set.streamSeq;
       this.lastMessage?.ack();
       this.stats.checkpoints++;
@@ -371,11 +425,8 @@ export class PartitionProcessor {
     return this.checkpointing;
   }
 
-  private fence(): void {
-    if (this.fenced) return;
-    this.fenced = true;
-    this.deps.log.warn({ partition: this.partition }, 'another worker owns this partition now; stopping without acking');
-    this.onFenced(this.partition);
+  private assertOwner(): void {
+    if (!this.stillOwner()) throw new HubError(HubErrorCode.PARTITION_FENCED, `partition ${this.partition}: this worker no longer owns it`);
   }
 
   private state() {

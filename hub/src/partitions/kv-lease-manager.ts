@@ -324,6 +324,23 @@ export class KvLeaseManager {
     return slot !== undefined && isOwnedState(slot.state);
   }
 
+  /**
+   * Whether this worker holds the partition's lease now and may act as its owner: not lost, and the last successful
+   * renewal was sent less than `leaseTtlMs - renewEveryMs` ago (the watchdog's deadline, so well before the server can
+   * expire it). Unlike `isOwner` it does not wait for the watchdog: after a pause longer than that (GC, a frozen VM,
+   * SIGSTOP) timers run in any order, and a write checked with this cannot follow another owner's.
+   */
+  holds(partition: number): boolean {
+    const slot = this.slots.get(partition);
+    return slot !== undefined && slot.state !== 'lost' && this.clock.now() - slot.renewedAt < this.leaseTtlMs - this.renewEveryMs;
+  }
+
+  /** Gives a lease up as lost (onRelease 'lost', then its entry is deleted if still ours), e.g. when its user was fenced. */
+  abandon(partition: number, why: string): void {
+    const slot = this.slots.get(partition);
+    if (slot) this.markLost(slot, why);
+  }
+
   token(partition: number): number | undefined {
     const slot = this.slots.get(partition);
     return slot !== undefined && isOwnedState(slot.state) ? slot.token : undefined;

@@ -27,6 +27,13 @@
  * One sink serves every partition processor of the worker: `flush()` calls are queued, each sends every row
  * written before it was called (or a flush queued before it does), and rejects if QuestDB did not confirm them;
  * the rows stay buffered for the next call. LateEvent outputs are not written here (they go to the DLQ).
+ *
+ * Fencing: a row remembers the partition whose processor wrote it. Rows of a partition whose lease this worker lost
+ * are discarded (`discard`), and right before each request the write guard (set by the analytics service) is asked
+ * about every partition with rows in it: rows of a partition this worker may no longer write for are dropped, not
+ * sent. After a pause longer than the lease (GC, a frozen VM, SIGSTOP) another worker owns the partition and may have
+ * written newer revisions of the same rows; an upsert of ours would replace them with older ones (last write wins).
+ * The next owner replays the dropped outputs from its snapshot.
  */
 import type { Logger } from '../../../shared/logger.js';
 import { HubError, HubErrorCode, errorMessage } from '../errors.js';
@@ -281,13 +288,23 @@ export async function createQuestDbAnalyticsSink(options: QuestDbAnalyticsSinkOp
   const tables = options.tables ?? DEFAULT_ANALYTICS_TABLES;
   const rest = new QuestDbRest({ httpUrl: options.httpUrl, username: options.username, password: options.password, timeoutMs: options.requestTimeoutMs });
   await ensureAnalyticsTables(rest, tables, log);
-  const sender = new IlpHttpWriter(options);
+  // No retries inside the writer: a retry re-sends the same bytes later, past the write guard (a request timed out
+  // across a pause would be sent again after it, stale). The sink's next flush encodes the rows afresh, guarded.
+  const sender = new IlpHttpWriter({ ...options, retryTimeoutMs: 0 });
   return new QuestDbAnalyticsSink(sender, rest, { tables, nowMicros: options.nowMicros, log });
+}
+
+/** A buffered row and the partition whose processor wrote it (undefined: not fenced, always written). */
+interface PendingRow {
+  row: AnalyticsRow;
+  partition: number | undefined;
 }
 
 export class QuestDbAnalyticsSink {
   /** Rows not yet confirmed, by identity: a later row of the same keys replaces the earlier one (last write wins). */
-  private pending = new Map<string, AnalyticsRow>();
+  private pending = new Map<string, PendingRow>();
+  /** Whether rows of a partition may still be written; rows of a partition it refuses are dropped before a request. */
+  private writeGuard: (partition: number) => boolean = () => true;
   /** The last queued flush; the next one starts after it settles. */
   private tail: Promise<void> = Promise.resolve();
   /** A flush waiting for the one in flight; later calls share it. */
@@ -310,14 +327,33 @@ export class QuestDbAnalyticsSink {
     return this.pending.size;
   }
 
-  /** Buffers the rows of the outputs. Synchronous; an output that cannot become a row is logged and skipped. */
-  write(outputs: ReadonlyArray<WindowResult | Alert>): void {
+  /**
+   * Buffers the rows of the outputs, as written by `partition`'s processor (for `discard` and the write guard).
+   * Synchronous; an output that cannot become a row is logged and skipped.
+   */
+  write(outputs: ReadonlyArray<WindowResult | Alert>, partition?: number): void {
     const { rows, problems } = analyticsRows(outputs, this.tables);
     for (const row of rows) {
       this.pending.delete(row.id); // re-inserted at the end: the map's order stays the order of last writes
-      this.pending.set(row.id, row);
+      this.pending.set(row.id, { row, partition });
     }
     for (const problem of problems) this.options.log.error({ problem }, 'analytics output not written');
+  }
+
+  /** Drops the buffered rows `partition` wrote last (its lease was lost); returns how many. */
+  discard(partition: number): number {
+    let dropped = 0;
+    for (const [id, entry] of this.pending) {
+      if (entry.partition !== partition) continue;
+      this.pending.delete(id);
+      dropped++;
+    }
+    return dropped;
+  }
+
+  /** Asked right before each request, once per partition with rows in it; rows of a refused partition are dropped. */
+  setWriteGuard(guard: (partition: number) => boolean): void {
+    this.writeGuard = guard;
   }
 
   /**
@@ -353,20 +389,22 @@ export class QuestDbAnalyticsSink {
 
   private async send(): Promise<void> {
     if (this.pending.size === 0) return;
-    const batch = [...this.pending.entries()];
-    await this.addAggregateColumns(batch.map(([, row]) => row));
+    await this.addAggregateColumns([...this.pending.values()].map((entry) => entry.row));
+    // The guard last, just before the bytes go out: nothing between here and the request waits for I/O.
+    const batch = this.guardedBatch();
+    if (batch.length === 0) return;
     // Encoded afresh from `pending` each time (a newer revision of a row replaces the older one), so the bytes a
     // failed request left in the writer are dropped first.
     this.sender.reset();
     const writtenAt = this.options.nowMicros();
-    for (const [id, row] of batch) {
+    for (const [id, entry] of batch) {
       try {
-        writeAnalyticsRow(this.sender, row, writtenAt);
+        writeAnalyticsRow(this.sender, entry.row, writtenAt);
       } catch (error) {
         // Only the open row is lost: the rows closed before it stay in the request.
         this.sender.abortRow();
-        this.options.log.error({ table: row.table, ts: row.ts, err: errorMessage(error) }, 'ILP writer cannot encode analytics row; dropped');
-        if (this.pending.get(id) === row) this.pending.delete(id);
+        this.options.log.error({ table: entry.row.table, ts: entry.row.ts, err: errorMessage(error) }, 'ILP writer cannot encode analytics row; dropped');
+        if (this.pending.get(id) === entry) this.pending.delete(id);
       }
     }
     try {
@@ -375,7 +413,35 @@ export class QuestDbAnalyticsSink {
       throw new HubError(HubErrorCode.FLUSH_FAILED, `writing ${batch.length} analytics rows to QuestDB failed: ${errorMessage(error)}`, { cause: error });
     }
     // A row rewritten while the request was in flight stays for the next flush.
-    for (const [id, row] of batch) if (this.pending.get(id) === row) this.pending.delete(id);
+    for (const [id, entry] of batch) if (this.pending.get(id) === entry) this.pending.delete(id);
+  }
+
+  /** The pending rows, minus (and without) those of partitions the write guard refuses now. */
+  private guardedBatch(): Array<[string, PendingRow]> {
+    const verdicts = new Map<number, boolean>();
+    const allowed = (partition: number | undefined): boolean => {
+      if (partition === undefined) return true;
+      let verdict = verdicts.get(partition);
+      if (verdict === undefined) {
+        verdict = this.writeGuard(partition);
+        verdicts.set(partition, verdict);
+      }
+      return verdict;
+    };
+    const batch: Array<[string, PendingRow]> = [];
+    const refused = new Map<number, number>();
+    for (const [id, entry] of [...this.pending]) {
+      if (allowed(entry.partition)) {
+        batch.push([id, entry]);
+        continue;
+      }
+      if (this.pending.get(id) === entry) this.pending.delete(id);
+      refused.set(entry.partition!, (refused.get(entry.partition!) ?? 0) + 1);
+    }
+    for (const [partition, rows] of refused) {
+      this.options.log.warn({ partition, rows }, 'analytics rows of a partition this worker no longer owns dropped, not written (the next owner replays them)');
+    }
+    return batch;
   }
 
   /**
