@@ -3,7 +3,11 @@
  * the hub creates at start over REST (never ILP auto-create), both WAL, daily partitions, with DEDUP UPSERT KEYS so a
  * later revision, a retried flush or a replay after a takeover overwrites rows instead of adding copies:
  *
- *   window_results  one row per window (wide format): ts = window start; DEDUP UPSERT KEYS(ts, rule, key).
+ *   window_results  one row per window (wide format): ts = window start; DEDUP UPSERT KEYS(ts, rule, key,
+ *                   stream_partition). Each EVENTS partition runs the rule over its own events: a rule keyed by the
+ *                   partition key (device, user) has one row per key, but one keyed by something else (event type x
+ *                   device type) gets one partial row per partition, which queries add up (GROUP BY ts, key). Without
+ *                   the partition in the key those partial rows overwrote each other and the last one won.
  *                   Each numeric aggregate is a DOUBLE column named after it (`avg_value`, `p95_value`), shared by
  *                   the rules that use the name; the sink adds a column (ALTER TABLE ... ADD COLUMN) the first time
  *                   a rule's result needs it, so a rule added at run time needs no restart. Anything not numeric
@@ -65,6 +69,8 @@ export interface AnalyticsTableSpec {
 const WRITTEN_AT = 'written_at';
 /** The non-numeric aggregates of a window result, as one JSON object. */
 const TEXT_VALUES = 'text_values';
+/** The EVENTS partition whose processor made a window result (-1: unknown, in tests that write without one). */
+const STREAM_PARTITION = 'stream_partition';
 
 export function analyticsTableSpecs(tables: AnalyticsTables = DEFAULT_ANALYTICS_TABLES): AnalyticsTableSpec[] {
   return [
@@ -80,8 +86,9 @@ export function analyticsTableSpecs(tables: AnalyticsTables = DEFAULT_ANALYTICS_
         { name: 'superseded', sqlType: 'BOOLEAN' },
         { name: TEXT_VALUES, sqlType: 'VARCHAR' },
         { name: WRITTEN_AT, sqlType: 'TIMESTAMP' },
+        { name: STREAM_PARTITION, sqlType: 'LONG' },
       ],
-      dedupKeys: ['ts', 'rule', 'key'],
+      dedupKeys: ['ts', 'rule', 'key', STREAM_PARTITION],
     },
     {
       table: tables.alerts,
@@ -172,17 +179,21 @@ export interface AnalyticsRowsResult {
  * plus one tombstone for each replaced session whose start differs from its own (a session that kept its start is
  * overwritten by the new row itself). Other output types are ignored.
  */
-export function analyticsRows(outputs: ReadonlyArray<WindowResult | Alert>, tables: AnalyticsTables = DEFAULT_ANALYTICS_TABLES): AnalyticsRowsResult {
+export function analyticsRows(
+  outputs: ReadonlyArray<WindowResult | Alert>,
+  tables: AnalyticsTables = DEFAULT_ANALYTICS_TABLES,
+  partition = -1,
+): AnalyticsRowsResult {
   const rows: AnalyticsRow[] = [];
   const problems: string[] = [];
   for (const output of outputs) {
-    if (output.type === 'window_result') windowRows(output, tables.windowResults, rows, problems);
+    if (output.type === 'window_result') windowRows(output, tables.windowResults, partition, rows, problems);
     else if (output.type === 'alert') alertRow(output, tables.alerts, rows, problems);
   }
   return { rows, problems };
 }
 
-function windowRows(result: WindowResult, table: string, rows: AnalyticsRow[], problems: string[]): void {
+function windowRows(result: WindowResult, table: string, partition: number, rows: AnalyticsRow[], problems: string[]): void {
   const start = micros(result.windowStart);
   const end = micros(result.windowEnd);
   if (start === undefined || end === undefined) {
@@ -204,7 +215,7 @@ function windowRows(result: WindowResult, table: string, rows: AnalyticsRow[], p
     // Explicit: an upsert replaces the whole row, and this one must un-hide a window once tombstoned.
     { name: 'superseded', kind: 'boolean', value: false },
   );
-  rows.push(windowRow(table, start, result, fields));
+  rows.push(windowRow(table, start, result, partition, fields));
   for (const replaced of result.replaces ?? []) {
     if (replaced.windowStart === result.windowStart) continue;
     const oldStart = micros(replaced.windowStart);
@@ -214,7 +225,7 @@ function windowRows(result: WindowResult, table: string, rows: AnalyticsRow[], p
       continue;
     }
     rows.push(
-      windowRow(table, oldStart, result, [
+      windowRow(table, oldStart, result, partition, [
         { name: 'window_end', kind: 'timestamp', value: oldEnd },
         { name: 'revision', kind: 'long', value: result.revision },
         { name: 'final', kind: 'boolean', value: true },
@@ -224,16 +235,16 @@ function windowRows(result: WindowResult, table: string, rows: AnalyticsRow[], p
   }
 }
 
-function windowRow(table: string, ts: number, result: WindowResult, fields: Field[]): AnalyticsRow {
+function windowRow(table: string, ts: number, result: WindowResult, partition: number, fields: Field[]): AnalyticsRow {
   return {
     table,
     ts,
-    id: identity(table, ts, result.rule, result.key),
+    id: identity(table, ts, result.rule, result.key, partition),
     symbols: [
       { name: 'rule', value: result.rule },
       { name: 'key', value: result.key },
     ],
-    fields,
+    fields: [...fields, { name: STREAM_PARTITION, kind: 'long', value: partition }],
   };
 }
 
@@ -332,7 +343,7 @@ export class QuestDbAnalyticsSink {
    * Synchronous; an output that cannot become a row is logged and skipped.
    */
   write(outputs: ReadonlyArray<WindowResult | Alert>, partition?: number): void {
-    const { rows, problems } = analyticsRows(outputs, this.tables);
+    const { rows, problems } = analyticsRows(outputs, this.tables, partition);
     for (const row of rows) {
       this.pending.delete(row.id); // re-inserted at the end: the map's order stays the order of last writes
       this.pending.set(row.id, { row, partition });
