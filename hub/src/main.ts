@@ -274,6 +274,7 @@ async function main(): Promise<number> {
         stream: EVENTS_STREAM,
         durableName: config.consumer.durableName,
         pullMaxMessages: config.consumer.pullMaxMessages,
+        pullExpiresMs: Math.max(1000, Math.min(30_000, Math.floor(config.consumer.ackWaitMs / 2))),
         log,
         recover: ensureJetStream,
       });

@@ -90,6 +90,12 @@ export interface JetStreamBatchSourceOptions {
   stream: string;
   durableName: string;
   pullMaxMessages: number;
+  /**
+   * How long one pull request stays open (nats.js default 30 s). A process that freezes (GC, SIGSTOP, a paused VM)
+   * keeps its open request, and the server goes on delivering new and redelivered messages to it until it expires;
+   * keeping it under the ack wait lets them reach the other workers after about one ack wait.
+   */
+  pullExpiresMs?: number;
   log: Logger;
   /** Called (at most every few seconds) when the server reports the consumer or stream missing; recreates them. */
   recover?: () => Promise<void>;
@@ -141,7 +147,10 @@ export class JetStreamBatchSource implements BatchSource {
 
   private async open(): Promise<ConsumerMessages> {
     const consumer = await this.js.consumers.get(this.options.stream, this.options.durableName);
-    const messages = await consumer.consume({ max_messages: this.options.pullMaxMessages });
+    const messages = await consumer.consume({
+      max_messages: this.options.pullMaxMessages,
+      ...(this.options.pullExpiresMs !== undefined ? { expires: this.options.pullExpiresMs } : {}),
+    });
     this.messages = messages;
     void this.watch(messages);
     if (this.stopped) await messages.close();
