@@ -182,12 +182,7 @@ function natsClientConf(p: SecurityPaths, hubKey: string, edges: Array<{ id: str
   ];
   return [
     '# Made by deploy/security/make-security.ts: TLS and users of the nats-server client listener.',
-    'tls {',
-    `  cert_file: ${quote(p.serverCertFile)}`,
-    `  key_file: ${quote(p.serverKeyFile)}`,
-    `  ca_file: ${quote(p.caFile)}`,
-    '  timeout: 2',
-    '}',
+    ...tlsBlock(p),
     'authorization {',
     '  users: [',
     users.join('\n'),
@@ -200,14 +195,14 @@ function natsClientConf(p: SecurityPaths, hubKey: string, edges: Array<{ id: str
 function natsClusterConf(p: SecurityPaths): string {
   return [
     '# Made by deploy/security/make-security.ts: TLS of the routes (nats-server verifies the peer node\'s certificate).',
-    'tls {',
-    `  cert_file: ${quote(p.serverCertFile)}`,
-    `  key_file: ${quote(p.serverKeyFile)}`,
-    `  ca_file: ${quote(p.caFile)}`,
-    '  timeout: 2',
-    '}',
+    ...tlsBlock(p),
     '',
   ].join('\n');
+}
+
+/** The same certificate for clients and routes (it has serverAuth and clientAuth). */
+function tlsBlock(p: SecurityPaths): string[] {
+  return ['tls {', `  cert_file: ${quote(p.serverCertFile)}`, `  key_file: ${quote(p.serverKeyFile)}`, `  ca_file: ${quote(p.caFile)}`, '  timeout: 2', '}'];
 }
 
 function questdbCredentials(p: SecurityPaths): QuestDbCredentials {
