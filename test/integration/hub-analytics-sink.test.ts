@@ -80,7 +80,7 @@ describe('QuestDB analytics sink', () => {
     const columns = await query<{ column: string; upsertKey: boolean }>(stack.questdbHttp, `show columns from ${tables.windowResults}`);
     assert.deepEqual(
       columns.filter((c) => c.upsertKey).map((c) => c.column).sort(),
-      ['key', 'rule', 'ts'],
+      ['key', 'rule', 'stream_partition', 'ts'],
     );
   });
 
