@@ -36,7 +36,7 @@ import { jetstreamManager } from '@nats-io/jetstream';
 import { deadLetterSubject, DLQ_STREAM, EVENTS_STREAM } from '../shared/wire.js';
 import { freePort, startProcess, type ManagedProcess } from '../scripts/lib/processes.js';
 import { ensureRuntime, REPO_ROOT, RUNTIME_DIR } from '../scripts/lib/runtime.js';
-import { DEFAULT_PORTS, NATS_NAMES, stackStatus, startStack, type StackPorts, type Triple } from '../scripts/lib/stack.js';
+import { DEFAULT_PORTS, NATS_NAMES, shiftPorts, stackStatus, startStack, type StackPorts } from '../scripts/lib/stack.js';
 import { cpuSecondsOf, LatencyRecorder, machineDescription, sampleProcess, table, writeResults } from './lib/measure.js';
 
 const { values } = parseArgs({
@@ -66,14 +66,7 @@ const agentScript = values.tsx ? 'bin/edge-agent.js' : 'dist/edge-agent/src/main
 const agentId = 'bench-bad-input';
 const logDir = join(RUNTIME_DIR, 'bench', 'logs');
 const stackDir = join(RUNTIME_DIR, `bench-bad-input-stack-${portOffset}`);
-const shift = (t: Triple): Triple => [t[0] + portOffset, t[1] + portOffset, t[2] + portOffset];
-const ports: StackPorts = {
-  natsClient: shift(DEFAULT_PORTS.natsClient),
-  natsCluster: shift(DEFAULT_PORTS.natsCluster),
-  natsMonitor: shift(DEFAULT_PORTS.natsMonitor),
-  questdbHttp: DEFAULT_PORTS.questdbHttp + portOffset,
-  questdbPg: DEFAULT_PORTS.questdbPg + portOffset,
-};
+const ports: StackPorts = shiftPorts(DEFAULT_PORTS, portOffset);
 /** The agent's limits: the integration test's, so the oversize classes stay small. */
 const MAX_EVENT_BYTES = 16384;
 const say = (line: string) => process.stderr.write(`${line}\n`);

@@ -23,19 +23,12 @@ import { constants as osConstants } from 'node:os';
 import { join, relative, resolve, sep } from 'node:path';
 
 import { ensureRuntime, REPO_ROOT } from './lib/runtime.js';
-import { startStack, stopStack, TEST_PORTS as BASE_TEST_PORTS, TEST_STACK_DIR as BASE_TEST_STACK_DIR, wipeStack, type StackHandle, type StackPorts, type Triple } from './lib/stack.js';
+import { shiftPorts, startStack, stopStack, TEST_PORTS as BASE_TEST_PORTS, TEST_STACK_DIR as BASE_TEST_STACK_DIR, wipeStack, type StackHandle, type StackPorts } from './lib/stack.js';
 
 // PIPELINE_TEST_PORT_OFFSET=N moves every port of the test stack by N and gives it its own directory, so that
 // several checkouts (or developers on one machine) can run `npm test` at the same time.
 const PORT_OFFSET = Number(process.env.PIPELINE_TEST_PORT_OFFSET ?? 0);
-const shift = (ports: Triple): Triple => [ports[0] + PORT_OFFSET, ports[1] + PORT_OFFSET, ports[2] + PORT_OFFSET];
-const TEST_PORTS: StackPorts = {
-  natsClient: shift(BASE_TEST_PORTS.natsClient),
-  natsCluster: shift(BASE_TEST_PORTS.natsCluster),
-  natsMonitor: shift(BASE_TEST_PORTS.natsMonitor),
-  questdbHttp: BASE_TEST_PORTS.questdbHttp + PORT_OFFSET,
-  questdbPg: BASE_TEST_PORTS.questdbPg + PORT_OFFSET,
-};
+const TEST_PORTS: StackPorts = shiftPorts(BASE_TEST_PORTS, PORT_OFFSET);
 const TEST_STACK_DIR = PORT_OFFSET === 0 ? BASE_TEST_STACK_DIR : `${BASE_TEST_STACK_DIR}-${PORT_OFFSET}`;
 
 const SUITES = ['unit', 'integration', 'faults'] as const;

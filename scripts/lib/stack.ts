@@ -72,6 +72,19 @@ export const TEST_PORTS: StackPorts = {
   questdbPg: 18812,
 };
 
+/** Every port of `ports` moved by `offset` (several stacks on one machine). */
+export function shiftPorts(ports: StackPorts, offset: number): StackPorts {
+  const shift = (t: Triple): Triple => [t[0] + offset, t[1] + offset, t[2] + offset];
+  return {
+    ...ports,
+    natsClient: shift(ports.natsClient),
+    natsCluster: shift(ports.natsCluster),
+    natsMonitor: shift(ports.natsMonitor),
+    questdbHttp: ports.questdbHttp + offset,
+    questdbPg: ports.questdbPg + offset,
+  };
+}
+
 /** Default stack directories (relative to the repo root) used by `npm run stack` and `npm test`. */
 export const DEFAULT_STACK_DIR = join(REPO_ROOT, '.runtime', 'stack');
 export const TEST_STACK_DIR = join(REPO_ROOT, '.runtime', 'test-stack');

@@ -16,7 +16,7 @@ import { stackFromEnv } from '../../scripts/lib/stack.js';
 import { testStack } from '../support/env.js';
 import { startAckedLoad } from '../support/load.js';
 import { agentPorts, freePort, startAgent, startHub, type ManagedProcess } from '../support/processes.js';
-import { rowsPerEventId, waitFor } from '../support/questdb.js';
+import { assertExactlyOnce, waitFor } from '../support/questdb.js';
 
 const stack = testStack();
 let hub: ManagedProcess;
@@ -30,19 +30,6 @@ before(async () => {
 after(async () => {
   await hub?.stop();
 });
-
-/** Every acknowledged id of the run is in QuestDB exactly once (ids not acknowledged may or may not be). */
-async function assertExactlyOnce(agentId: string, acked: Set<string>): Promise<void> {
-  const read = async () => {
-    const [telemetry, app] = await Promise.all([rowsPerEventId(stack.questdbHttp, 'device_telemetry', agentId), rowsPerEventId(stack.questdbHttp, 'app_events', agentId)]);
-    return new Map([...telemetry, ...app]);
-  };
-  const rows = await waitFor(read, (r) => [...acked].every((id) => r.has(id)), 90000, 500);
-  const missing = [...acked].filter((id) => !rows.has(id));
-  assert.deepEqual(missing.slice(0, 10), [], `${missing.length} acknowledged events are missing from QuestDB`);
-  const doubled = [...rows].filter(([, n]) => n !== 1);
-  assert.deepEqual(doubled.slice(0, 10), [], 'no event is stored twice');
-}
 
 describe('edge agent faults', () => {
   test('kill -9 of the agent during MQTT QoS 1 and HTTP ingest loses no acknowledged event and doubles none', async () => {
@@ -61,7 +48,7 @@ describe('edge agent faults', () => {
     await new Promise((r) => setTimeout(r, 2500));
     await load.stop();
     assert.ok(load.acked.size > 1000, `enough load was acknowledged (${load.acked.size})`);
-    await assertExactlyOnce(agentId, load.acked);
+    await assertExactlyOnce(stack.questdbHttp, agentId, load.acked);
     await agent.stop();
   });
 
@@ -104,7 +91,7 @@ describe('edge agent faults', () => {
     process.stderr.write(`outbox of ${health.outbox.rows} events drained ${drainSeconds.toFixed(1)} s after the cluster restarted\n`);
     await load.stop();
     loadStopped = true;
-    await assertExactlyOnce(agentId, load.acked);
+    await assertExactlyOnce(stack.questdbHttp, agentId, load.acked);
     const order = new Map<string, number[]>();
     const seen = new Set<string>();
     const consumer = await jetstream(observer).consumers.get('EVENTS', orderConsumer);

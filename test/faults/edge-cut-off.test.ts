@@ -14,16 +14,17 @@ import assert from 'node:assert/strict';
 import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { AckPolicy, DeliverPolicy, jetstream, jetstreamManager } from '@nats-io/jetstream';
+import { jetstreamManager } from '@nats-io/jetstream';
 import { connect, nanos, type NatsConnection } from '@nats-io/transport-node';
 import { encodeRule, openRuleBucket, ruleKey } from '../../hub/src/rules/index.js';
-import { decodeBatch, EVENTS_STREAM, type WireEvent } from '../../shared/wire.js';
+import { EVENTS_STREAM, type WireEvent } from '../../shared/wire.js';
 import { startAnalyticsHub, type AnalyticsHub } from '../support/analytics-hub.js';
 import { testStack } from '../support/env.js';
+import { storeTimesObserver } from '../support/nats-fault-run.js';
 import { agentPorts, startAgent, type AgentPorts, type ManagedProcess } from '../support/processes.js';
-import { rowsPerEventId, waitFor } from '../support/questdb.js';
+import { assertExactlyOnce, waitFor } from '../support/questdb.js';
 import { TcpProxy } from '../support/tcp-proxy.js';
-import { countAndSumRule, offlineWindowValues, storedWindowValues } from '../support/window-check.js';
+import { assertWindowsEqual, countAndSumRule, offlineWindowValues } from '../support/window-check.js';
 
 const stack = testStack();
 const run = Date.now().toString(36);
@@ -40,6 +41,7 @@ let agent: ManagedProcess;
 let ports: AgentPorts;
 let proxies: TcpProxy[] = [];
 let originalWindow: number | undefined;
+let agentMessages: Awaited<ReturnType<typeof storeTimesObserver>>;
 
 before(async () => {
   nc = await connect({ servers: stack.natsUrls });
@@ -49,14 +51,8 @@ before(async () => {
   await (await openRuleBucket(nc)).put(ruleKey(rule.name), encodeRule(rule));
   hub = await startAnalyticsHub('cut', run, { HUB_STREAMS__DUPLICATE_WINDOW_MS: String(DUPLICATE_WINDOW_MS), HUB_ANALYTICS__CHECKPOINTINTERVALMS: '500' });
   assert.equal((await jsm.streams.info(EVENTS_STREAM)).config.duplicate_window, nanos(DUPLICATE_WINDOW_MS), 'the hub set the short window');
-  // An observer of this agent's messages: under interest retention the stream keeps them until it acked them too.
-  await jsm.consumers.add(EVENTS_STREAM, {
-    durable_name: `observer-${agentId}`,
-    filter_subject: `events.${agentId}.>`,
-    ack_policy: AckPolicy.All,
-    deliver_policy: DeliverPolicy.All,
-    inactive_threshold: nanos(300_000),
-  });
+  // An observer of this agent's messages, to count the batches JetStream stored twice.
+  agentMessages = await storeTimesObserver(nc, agentId);
   proxies = await Promise.all(stack.natsUrls.map((url) => TcpProxy.start({ host: new URL(url).hostname, port: Number(new URL(url).port) })));
   ports = await agentPorts();
   agent = await startAgent(agentId, proxies.map((p) => `nats://127.0.0.1:${p.port}`), ports, mkdtempSync(join(tmpdir(), 'agent-')), {
@@ -71,30 +67,15 @@ after(async () => {
   for (const p of proxies) await p.close();
   if (nc) {
     const jsm = await jetstreamManager(nc);
-    await jsm.consumers.delete(EVENTS_STREAM, `observer-${agentId}`).catch(() => undefined);
     if (originalWindow !== undefined) await jsm.streams.update(EVENTS_STREAM, { duplicate_window: originalWindow }).catch(() => undefined);
     await (await openRuleBucket(nc)).delete(ruleKey(rule.name)).catch(() => undefined);
     await nc.close();
   }
 });
 
-/** Batches of this agent stored more than once in EVENTS (same range and partition), from the observer. */
-async function storedTwice(): Promise<number> {
-  const consumer = await jetstream(nc).consumers.get(EVENTS_STREAM, `observer-${agentId}`);
-  const seen = new Map<string, number>();
-  for (;;) {
-    const batch = await consumer.fetch({ max_messages: 1000, expires: 2000 });
-    let last: { ack(): void } | undefined;
-    for await (const message of batch) {
-      const { first, last: end, partition } = decodeBatch(message.data);
-      const key = `${first}-${end}:${partition}`;
-      seen.set(key, (seen.get(key) ?? 0) + 1);
-      last = message;
-    }
-    if (!last) break;
-    last.ack();
-  }
-  return [...seen.values()].filter((n) => n > 1).length;
+/** Outbox rows of the agent, from its /healthz. */
+async function outboxRows(): Promise<number> {
+  return ((await (await fetch(`http://127.0.0.1:${ports.admin}/healthz`)).json()) as { outbox: { rows: number } }).outbox.rows;
 }
 
 test('edge cut off longer than the duplicate window, acks lost: resent batches count once in rows and windows', async () => {
@@ -133,20 +114,21 @@ test('edge cut off longer than the duplicate window, acks lost: resent batches c
   for (const p of proxies) p.cut();
   const cutAt = Date.now();
   await sendFor(CUT_MS);
-  const outbox = ((await (await fetch(`http://127.0.0.1:${ports.admin}/healthz`)).json()) as { outbox: { rows: number } }).outbox.rows;
+  const outbox = await outboxRows();
   assert.ok(outbox > 0, `events waited in the outbox during the cut (${outbox})`);
   for (const p of proxies) p.heal();
   const healedAt = Date.now();
   await sendFor(3_000);
-  await waitFor(
-    async () => ((await (await fetch(`http://127.0.0.1:${ports.admin}/healthz`)).json()) as { outbox: { rows: number } }).outbox.rows,
-    (rows) => rows === 0,
-    60_000,
-    250,
-  );
+  await waitFor(outboxRows, (rows) => rows === 0, 60_000, 250);
   const drainedMs = Date.now() - healedAt;
 
-  const twice = await storedTwice();
+  // Batches of this agent stored more than once in EVENTS (same range and partition).
+  const stored = new Map<string, number>();
+  for (const { batch } of (await agentMessages()).inStreamOrder) {
+    const key = `${batch.first}-${batch.last}:${batch.partition}`;
+    stored.set(key, (stored.get(key) ?? 0) + 1);
+  }
+  const twice = [...stored.values()].filter((n) => n > 1).length;
   process.stderr.write(
     `[edge-cut] ${accepted.size} events accepted; cut ${((healedAt - cutAt) / 1000).toFixed(1)} s (window ${DUPLICATE_WINDOW_MS / 1000} s); ` +
       `outbox of ${outbox} drained ${(drainedMs / 1000).toFixed(1)} s after the link came back; ${twice} batches stored twice by JetStream\n`,
@@ -154,15 +136,10 @@ test('edge cut off longer than the duplicate window, acks lost: resent batches c
   assert.ok(twice > 0, 'the scenario happened: some batches were stored a second time (acks lost, resent past the window)');
 
   // Raw rows: each accepted event exactly once.
-  const rows = await waitFor(() => rowsPerEventId(stack.questdbHttp, 'device_telemetry', agentId), (r) => [...accepted].every((id) => r.has(id)), 60_000, 500);
-  const missing = [...accepted].filter((id) => !rows.has(id));
-  assert.deepEqual(missing.slice(0, 5), [], `${missing.length} accepted events missing`);
-  assert.deepEqual([...rows].filter(([, n]) => n !== 1).slice(0, 5), [], 'no event stored twice');
+  await assertExactlyOnce(stack.questdbHttp, agentId, accepted);
 
   // Windows: equal to an offline run over the events, each once.
   const expected = offlineWindowValues(rule, events, PARTITIONS, agentId);
   assert.ok(expected.size > devices * 5, `the offline run closes windows (${expected.size})`);
-  const got = await waitFor(() => storedWindowValues(stack.questdbHttp, rule.name, ['n', 'total']), (m) => [...expected.keys()].every((k) => m.has(k)), 60_000, 500);
-  const wrong = [...expected].filter(([k, v]) => got.get(k) !== v);
-  assert.deepEqual(wrong.slice(0, 5).map(([k, v]) => `${k}: expected ${v}, got ${got.get(k)}`), [], `${wrong.length} of ${expected.size} window values differ from the offline run`);
+  await assertWindowsEqual(stack.questdbHttp, rule, expected);
 });

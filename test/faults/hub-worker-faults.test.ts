@@ -30,8 +30,8 @@ import { testStack } from '../support/env.js';
 import { startAnalyticsHub, startRuleAndAgent, type AnalyticsHub, type RuleAndAgent } from '../support/analytics-hub.js';
 import { startAckedLoad, type AckedLoad } from '../support/load.js';
 import { LOG_DIR } from '../support/processes.js';
-import { rowsPerEventId, waitFor } from '../support/questdb.js';
-import { countAndSumRule, offlineWindowValues, storedWindowValues } from '../support/window-check.js';
+import { assertExactlyOnce, waitFor } from '../support/questdb.js';
+import { assertWindowsEqual, countAndSumRule, offlineWindowValues } from '../support/window-check.js';
 
 const stack = testStack();
 const PARTITIONS = 8;
@@ -163,28 +163,11 @@ async function startLoads(agentId: string, rule: Rule, metric: string): Promise<
 /** Every acknowledged event once in QuestDB, and the window results equal to the offline run. */
 async function assertExactlyOnceAndWindows(label: string, agentId: string, rule: Rule, acked: Set<string>, windowEvents: readonly WireEvent[]): Promise<void> {
   const ids = new Set([...acked, ...windowEvents.map((e) => e.id)]);
-  const read = async () => new Map([...(await rowsPerEventId(stack.questdbHttp, 'device_telemetry', agentId)), ...(await rowsPerEventId(stack.questdbHttp, 'app_events', agentId))]);
   const started = Date.now();
-  const rows = await waitFor(read, (r) => [...ids].every((id) => r.has(id)), 90_000, 500);
-  const missing = [...ids].filter((id) => !rows.has(id));
-  assert.deepEqual(missing.slice(0, 10), [], `${missing.length} of ${ids.size} acknowledged events are missing from QuestDB`);
-  const doubled = [...rows].filter(([, n]) => n !== 1);
-  assert.deepEqual(doubled.slice(0, 10), [], `${doubled.length} events are stored more than once`);
-
+  await assertExactlyOnce(stack.questdbHttp, agentId, ids);
   const expected = offlineWindowValues(rule, windowEvents, PARTITIONS, agentId);
   assert.ok(expected.size > 100, `the offline run closes windows (${expected.size} values)`);
-  const got = await waitFor(
-    () => storedWindowValues(stack.questdbHttp, rule.name, ['n', 'total']),
-    (m) => [...expected].every(([k, v]) => m.get(k) === v),
-    60_000,
-    500,
-  );
-  const wrong = [...expected].filter(([k, v]) => got.get(k) !== v);
-  assert.deepEqual(
-    wrong.slice(0, 8).map(([k, v]) => `${k}: expected ${v}, got ${got.get(k)}`),
-    [],
-    `${wrong.length} of ${expected.size} window values differ from the offline run`,
-  );
+  await assertWindowsEqual(stack.questdbHttp, rule, expected);
   process.stderr.write(
     `[${label}] ${ids.size} acknowledged events in QuestDB once each, ${expected.size / 2} windows equal to the offline run ` +
       `(checked ${seconds(Date.now() - started)} after the load)\n`,

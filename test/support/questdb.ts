@@ -1,3 +1,4 @@
+import assert from 'node:assert/strict';
 /** SQL over QuestDB's REST endpoint, for assertions. */
 export async function query<T extends Record<string, unknown>>(httpUrl: string, sql: string, headers: Record<string, string> = {}): Promise<T[]> {
   const response = await fetch(`${httpUrl}/exec?query=${encodeURIComponent(sql)}`, { headers });
@@ -25,4 +26,20 @@ export async function rowsPerEventId(httpUrl: string, table: string, agentId: st
     `select event_id, count() n from ${table} where agent_id = '${agentId}' group by event_id`,
   );
   return new Map(rows.map((r) => [r.event_id, Number(r.n)]));
+}
+
+/**
+ * Every id in `ids` is in QuestDB (device_telemetry or app_events, rows of `agentId`) exactly once; ids not in it may
+ * or may not be there (sent but not acknowledged). Waits up to 90 s for the last ones to arrive.
+ */
+export async function assertExactlyOnce(httpUrl: string, agentId: string, ids: ReadonlySet<string>): Promise<void> {
+  const read = async () => {
+    const [telemetry, app] = await Promise.all([rowsPerEventId(httpUrl, 'device_telemetry', agentId), rowsPerEventId(httpUrl, 'app_events', agentId)]);
+    return new Map([...telemetry, ...app]);
+  };
+  const rows = await waitFor(read, (r) => [...ids].every((id) => r.has(id)), 90_000, 500);
+  const missing = [...ids].filter((id) => !rows.has(id));
+  assert.deepEqual(missing.slice(0, 10), [], `${missing.length} of ${ids.size} acknowledged events are missing from QuestDB`);
+  const doubled = [...rows].filter(([, n]) => n !== 1);
+  assert.deepEqual(doubled.slice(0, 10), [], `${doubled.length} events are stored more than once`);
 }

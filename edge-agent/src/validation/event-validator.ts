@@ -58,10 +58,10 @@ export class EventValidator {
    * `maxFutureMs`: refuse events whose time is further ahead of the ingest time (a device clock set wrong would
    * otherwise move every window's watermark forward and make everyone else's events late); 0 or absent: no bound.
    */
-  constructor(
-    catalog: SchemaVersion[],
-    private readonly options: { maxFutureMs?: number } = {},
-  ) {
+  private readonly maxFutureMs: number;
+
+  constructor(catalog: SchemaVersion[], options: { maxFutureMs?: number } = {}) {
+    this.maxFutureMs = options.maxFutureMs ?? 0;
     for (const entry of catalog) this.addVersion(entry);
   }
 
@@ -161,12 +161,11 @@ export class EventValidator {
       const bound = ts < 0 ? 'before 1970-01-01T00:00:00Z, which QuestDB cannot store' : 'after 3000-01-01T00:00:00Z, the latest event time accepted';
       return reject(EdgeErrorCode.SCHEMA_INVALID, `/timestamp ${truncate(String(body.timestamp))} is ${bound}`, '/timestamp');
     }
-    const maxFutureUs = (this.options.maxFutureMs ?? 0) * 1000;
-    if (maxFutureUs > 0 && ts > context.ingestTimeUs + maxFutureUs) {
+    if (this.maxFutureMs > 0 && ts > context.ingestTimeUs + this.maxFutureMs * 1000) {
       const ahead = Math.round((ts - context.ingestTimeUs) / 1e6);
       return reject(
         EdgeErrorCode.FUTURE_TIMESTAMP,
-        `/timestamp ${truncate(String(body.timestamp))} is ${ahead} s ahead of the agent's clock (at most ${this.options.maxFutureMs! / 1000} s allowed, validation.maxFutureMs)`,
+        `/timestamp ${truncate(String(body.timestamp))} is ${ahead} s ahead of the agent's clock (at most ${this.maxFutureMs / 1000} s allowed, validation.maxFutureMs)`,
         '/timestamp',
       );
     }
