@@ -76,6 +76,7 @@ export function createMetricsRegistry(deps: AdminDeps): Registry {
     counter('edge_dead_letters_dropped_total', 'Dead letters deleted by the bound before they reached the hub.', () => stats().dropped);
     counter('edge_dead_letters_pruned_total', 'Forwarded dead letters deleted by the bound.', () => stats().pruned);
     counter('edge_dead_letters_forwarded_total', 'Dead letters acknowledged by the hub\'s DLQ stream.', () => deadLetters.forwarder.stats.forwarded);
+    counter('edge_dead_letter_batches_forwarded_total', 'DLQ messages (batches of dead letters) acknowledged by the hub\'s DLQ stream.', () => deadLetters.forwarder.stats.batches);
     counter('edge_dead_letter_forward_errors_total', 'Failed dead-letter publish attempts (retried).', () => deadLetters.forwarder.stats.errors);
   }
   if (schemas) {

@@ -60,13 +60,14 @@ export class EdgeAgent {
     const publisher = new JetStreamPublisher(this.outbox, { agentId: config.agentId, ...config.publisher }, log);
     this.publisher = publisher;
     this.ingest.onCommitted(() => publisher.notify());
-    const { forward, forwardBatch, forwardIntervalMs, maxForwardPayloadBytes } = config.deadLetters;
+    const { forward, forwardBatch, forwardBatchBytes, forwardIntervalMs, maxForwardPayloadBytes } = config.deadLetters;
     this.deadLetters = new DeadLetterForwarder(
       this.outbox,
       {
         agentId: config.agentId,
         forward,
         batchSize: forwardBatch,
+        maxBatchBytes: forwardBatchBytes,
         intervalMs: forwardIntervalMs,
         maxPayloadBytes: maxForwardPayloadBytes,
         publishTimeoutMs: config.publisher.publishTimeoutMs,

@@ -44,6 +44,7 @@ export interface AgentConfig {
     maxBytes: number;
     forward: boolean;
     forwardBatch: number;
+    forwardBatchBytes: number;
     forwardIntervalMs: number;
     maxForwardPayloadBytes: number;
   };
@@ -189,8 +190,14 @@ export const agentConfigSchema = {
           description: 'Most payload bytes of dead letters kept, with the same policy as maxRows. @default 64 MiB',
         },
         forward: { type: 'boolean', default: true, description: 'Send dead letters to the hub\'s DLQ stream (dlq.<agentId>); marked forwarded after the PubAck.' },
-        forwardBatch: { type: 'integer', minimum: 1, maximum: 1000, default: 100, description: 'Dead letters published per round.' },
-        forwardIntervalMs: { type: 'integer', minimum: 10, default: 1000, description: 'Pause between forwarding rounds when nothing is waiting.' },
+        forwardBatch: { type: 'integer', minimum: 1, maximum: 10000, default: 500, description: 'Most dead letters in one DLQ message (one JetStream publish per batch).' },
+        forwardBatchBytes: {
+          type: 'integer',
+          minimum: 4096,
+          default: 524288,
+          description: 'Most bytes of one DLQ message; keep it below the servers\' max_payload (1 MiB unless set). @default 512 KiB',
+        },
+        forwardIntervalMs: { type: 'integer', minimum: 10, default: 1000, description: 'Pause between forwarding rounds when no full batch is waiting: how long a dead letter may wait to travel with others.' },
         maxForwardPayloadBytes: {
           type: 'integer',
           minimum: 0,

@@ -42,8 +42,8 @@ export function streamSpecs(config: HubConfig['streams']): StreamSpec[] {
       config,
       DLQ_STREAM,
       DLQ_SUBJECTS,
-      'Dead letters, one msgpack record each: events edge agents refused (dlq.<agent>, Nats-Msg-Id <agent>:dlq:<id>) and ' +
-        'events the hub could not write (dlq.hub.<reason>, Nats-Msg-Id hub.dlq:<event id>@<ts>)',
+      'Dead letters, msgpack: batches of events edge agents refused (dlq.<agent>, Nats-Msg-Id <agent>:dlq:<first>-<last>) and ' +
+        'one record per event the hub could not write (dlq.hub.<reason>, Nats-Msg-Id hub.dlq:<event id>@<ts>)',
     ),
     recordStream(
       config,

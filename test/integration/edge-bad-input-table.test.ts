@@ -31,7 +31,7 @@ import Database from 'better-sqlite3';
 import { connect } from '@nats-io/transport-node';
 import { jetstream } from '@nats-io/jetstream';
 import mqtt, { type MqttClient } from 'mqtt';
-import { decodeDeadLetter } from '../../edge-agent/src/buffer/jetstream-dead-letter-forwarder.js';
+import { decodeDeadLetters } from '../../edge-agent/src/buffer/jetstream-dead-letter-forwarder.js';
 import { decodeHubDeadLetter, HUB_DEAD_LETTER_PREFIX } from '../../hub/src/sinks/dead-letter-sink.js';
 import { deadLetterSubject, DLQ_STREAM } from '../../shared/wire.js';
 import { testStack } from '../support/env.js';
@@ -463,8 +463,12 @@ describe('every class of bad input gets its answer while valid traffic flows', (
 
     // Every refused event reached the hub's DLQ stream with its code; the hub dead-lettered none of the accepted ones.
     const deadRows = rows.filter((r) => 'dead' in r.expect).map((r) => (r.expect as { dead: string }).dead);
-    const agentLetters = await waitFor(() => dlqRecords(deadLetterSubject(agentId)), (r) => r.length >= deadRows.length, 30_000);
-    assert.deepEqual(agentLetters.map((r) => decodeDeadLetter(r).code).sort(), deadRows.sort());
+    const agentLetters = await waitFor(
+      async () => (await dlqRecords(deadLetterSubject(agentId))).flatMap((data) => decodeDeadLetters(data)),
+      (r) => r.length >= deadRows.length,
+      30_000,
+    );
+    assert.deepEqual(agentLetters.map((r) => r.code).sort(), deadRows.sort());
     const hubLetters = (await dlqRecords(`${HUB_DEAD_LETTER_PREFIX}.>`)).map(decodeHubDeadLetter).filter((r) => r.agent === agentId);
     assert.deepEqual(hubLetters.map((r) => r.detail), [], 'the hub wrote every event the agent accepted');
     const hubMetrics = await (await fetch(`http://127.0.0.1:${hubPort}/metrics`)).text();

@@ -4,13 +4,14 @@ import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import Database from 'better-sqlite3';
+import { Packr } from 'msgpackr';
 import { pino } from 'pino';
 import { loadSchemaCatalog, type SchemaDocument } from '../../shared/schema-catalog.js';
 import { decodeEvent } from '../../shared/wire.js';
 import type { DeadLetter } from '../../edge-agent/src/buffer/outbox.js';
 import { SqliteOutbox } from '../../edge-agent/src/buffer/sqlite-outbox.js';
 import {
-  decodeDeadLetter,
+  decodeDeadLetters,
   DeadLetterForwarder,
   type DeadLetterForwarderOptions,
 } from '../../edge-agent/src/buffer/jetstream-dead-letter-forwarder.js';
@@ -35,9 +36,9 @@ test('dead letters are marked forwarded, and listed newest first', () => {
   const outbox = open(dbPath());
   outbox.append([], [letter(1), letter(2), letter(3, 10, { code: 'EDGE_ERR_MALFORMED_JSON' })]);
   assert.deepEqual(outbox.unforwarded(10).map((l) => l.id), [1, 2, 3]);
-  outbox.markForwarded([1, 3]);
-  outbox.markForwarded([1]); // again: no effect
-  assert.deepEqual(outbox.unforwarded(10).map((l) => l.id), [2]);
+  outbox.markForwarded(1, 2);
+  outbox.markForwarded(1, 1); // again: no effect
+  assert.deepEqual(outbox.unforwarded(10).map((l) => l.id), [3]);
   assert.equal(outbox.getDeadLetter(1)!.forwardedAt, 1000);
   assert.deepEqual(outbox.listDeadLetters({ limit: 10 }).map((l) => l.id), [3, 2, 1]);
   assert.deepEqual(outbox.listDeadLetters({ limit: 10, code: 'EDGE_ERR_MALFORMED_JSON' }).map((l) => l.id), [3]);
@@ -50,7 +51,7 @@ test('dead letters are marked forwarded, and listed newest first', () => {
 test('over the row bound, forwarded dead letters go first (down to 90%), then the oldest, counted as dropped', () => {
   const outbox = open(dbPath(), { maxRows: 10, maxBytes: 1 << 20 });
   outbox.append([], Array.from({ length: 10 }, (_, i) => letter(i)));
-  outbox.markForwarded([3, 4, 5]);
+  outbox.markForwarded(3, 5);
   outbox.append([], [letter(10)]); // 11 rows: forwarded ones pruned oldest first down to 9
   assert.deepEqual(outbox.readDeadLetters({ limit: 100 }).map((l) => l.id), [1, 2, 5, 6, 7, 8, 9, 10, 11]);
   assert.deepEqual({ dropped: outbox.deadLetterStats().dropped, pruned: outbox.deadLetterStats().pruned }, { dropped: 0, pruned: 2 });
@@ -108,12 +109,55 @@ test('redrive moves a dead letter into the outbox in one transaction, skips one 
   outbox.close();
 });
 
+test('the in-memory unforwarded dead letters always agree with the table (appends, forwarding, bound, other processes, overflow, restart)', () => {
+  const path = dbPath();
+  const small = (p: string) =>
+    new SqliteOutbox({ path: p, maxBytes: 1 << 20, fullPolicy: 'reject', synchronous: 'normal', deadLetters: { maxRows: 60, maxBytes: 1 << 20 }, now: () => 1000, unforwardedCacheBytes: 2000 });
+  let outbox = small(path);
+  const raw = new Database(path, { readonly: true });
+  const fromTable = (limit: number) =>
+    (raw.prepare('SELECT id FROM dead_letters WHERE forwarded_at IS NULL ORDER BY id LIMIT ?').all(limit) as { id: number }[]).map((r) => r.id);
+  let seed = 7;
+  const random = (n: number) => {
+    seed = (seed * 1103515245 + 12345) % 2 ** 31;
+    return seed % n;
+  };
+  for (let step = 0; step < 400; step++) {
+    const op = random(10);
+    if (op < 4) outbox.append([], Array.from({ length: 1 + random(6) }, (_, i) => letter(step * 10 + i, 1 + random(150))));
+    else if (op < 8) {
+      const batch = outbox.unforwarded(1 + random(10));
+      if (batch.length > 0) outbox.markForwarded(batch[0]!.id, batch[batch.length - 1]!.id);
+    } else if (op === 8 && random(2) === 0) {
+      const other = small(path); // the edge-dlq CLI: redrive one
+      const some = other.readDeadLetters({ limit: 1 });
+      if (some.length > 0) other.redrive([{ id: some[0]!.id, events: [] }]);
+      other.close();
+      outbox.syncExternalChanges();
+    } else if (op === 9 && random(3) === 0) {
+      outbox.close();
+      outbox = small(path);
+    }
+    const limit = 1 + random(20);
+    assert.deepEqual(outbox.unforwarded(limit).map((l) => l.id), fromTable(limit), `step ${step}`);
+    const ids = fromTable(1000);
+    if (ids.length > 2) {
+      const [first, last] = [ids[1]!, ids[ids.length - 1]!];
+      assert.deepEqual(outbox.unforwardedBetween(first, last).map((l) => l.id), ids.slice(1), `step ${step}: between`);
+    }
+    assert.equal(outbox.deadLetterStats().unforwarded, fromTable(1000).length);
+  }
+  raw.close();
+  outbox.close();
+});
+
 // --- forwarding ------------------------------------------------------------------------------------------------
 
 const forwarderOptions: DeadLetterForwarderOptions = {
   agentId: 'gw-1',
   forward: true,
   batchSize: 10,
+  maxBatchBytes: 1 << 20,
   intervalMs: 10,
   maxPayloadBytes: 16,
   publishTimeoutMs: 100,
@@ -121,31 +165,119 @@ const forwarderOptions: DeadLetterForwarderOptions = {
   retryMaxMs: 20,
 };
 
-test('forwarding: one message per dead letter on dlq.<agent> with id <agent>:dlq:<id>; marked only after its PubAck', async () => {
-  const outbox = open(dbPath());
-  outbox.append([], [letter(1), letter(2, 40), letter(3)]);
-  const sent: Array<{ subject: string; msgID: string; data: Uint8Array }> = [];
-  const js = {
-    publish: async (subject: string, data: Uint8Array, options: { msgID: string }) => {
-      sent.push({ subject, msgID: options.msgID, data });
-      if (options.msgID === 'gw-1:dlq:3') throw new Error('no responders');
-      return { duplicate: false } as never;
+interface Sent {
+  subject: string;
+  msgID: string;
+  data: Uint8Array;
+}
+
+/** A JetStream stand-in that records what is published, and fails the publishes `fail` says. */
+function fakeJetStream(fail: (sent: Sent) => boolean = () => false) {
+  const sent: Sent[] = [];
+  const stored = new Set<string>();
+  return {
+    sent,
+    js: {
+      publish: async (subject: string, data: Uint8Array, options: { msgID: string }) => {
+        const message = { subject, msgID: options.msgID, data };
+        sent.push(message);
+        if (fail(message)) throw new Error('no responders');
+        const duplicate = stored.has(options.msgID);
+        stored.add(options.msgID);
+        return { duplicate } as never;
+      },
     },
   };
+}
+
+test('forwarding: one message per batch on dlq.<agent> with id <agent>:dlq:<first>-<last>; marked only after its PubAck', async () => {
+  const outbox = open(dbPath());
+  outbox.append([], [letter(1), letter(2, 40), letter(3)]);
+  let failing = true;
+  const { sent, js } = fakeJetStream(() => failing);
   const forwarder = new DeadLetterForwarder(outbox, forwarderOptions, log);
   assert.equal(await forwarder.forwardOnce(), 0, 'nothing is sent before the hub connection');
   forwarder.connect(js as never);
   await assert.rejects(forwarder.forwardOnce(), /no responders/);
-  assert.deepEqual(sent.map((s) => [s.subject, s.msgID]), [['dlq.gw-1', 'gw-1:dlq:1'], ['dlq.gw-1', 'gw-1:dlq:2'], ['dlq.gw-1', 'gw-1:dlq:3']]);
-  assert.deepEqual(outbox.unforwarded(10).map((l) => l.id), [3], 'the one without PubAck stays unforwarded');
-  assert.equal(forwarder.stats.forwarded, 2);
-  const record = decodeDeadLetter(sent[1]!.data);
+  assert.deepEqual(outbox.unforwarded(10).map((l) => l.id), [1, 2, 3], 'nothing is marked without a PubAck');
+  assert.deepEqual(outbox.deadLetterClaim(), { first: 1, last: 3 });
+
+  // More dead letters arrive before the retry: the retry still sends exactly the claimed batch.
+  outbox.append([], [letter(4)]);
+  failing = false;
+  assert.equal(await forwarder.forwardOnce(), 3);
+  assert.deepEqual(sent.map((s) => [s.subject, s.msgID]), [['dlq.gw-1', 'gw-1:dlq:1-3'], ['dlq.gw-1', 'gw-1:dlq:1-3']]);
+  assert.equal(outbox.deadLetterClaim(), undefined, 'the claim is cleared with the PubAck');
+  assert.deepEqual(outbox.unforwarded(10).map((l) => l.id), [4]);
+  assert.deepEqual(forwarder.stats, { forwarded: 3, batches: 1, duplicates: 0, errors: 0 });
+
+  const records = decodeDeadLetters(sent[1]!.data);
   assert.deepEqual(
-    { ...record, payload: Buffer.from(record.payload).toString() },
-    { v: 1, agent: 'gw-1', id: 2, at: 1000, source: 'http', code: 'EDGE_ERR_SCHEMA_INVALID', reason: 'bad 2', origin: '/v1/events', payload: 'a'.repeat(16), bytes: 40, truncated: true },
+    records.map((r) => ({ ...r, payload: Buffer.from(r.payload).toString() }))[1],
+    { agent: 'gw-1', id: 2, at: 1000, source: 'http', code: 'EDGE_ERR_SCHEMA_INVALID', reason: 'bad 2', origin: '/v1/events', payload: 'a'.repeat(16), bytes: 40, truncated: true },
   );
+  assert.deepEqual(records.map((r) => r.id), [1, 2, 3]);
   assert.equal(outbox.getDeadLetter(2)!.payload.byteLength, 40, 'the local copy stays whole');
+
+  assert.equal(await forwarder.forwardOnce(), 1);
+  assert.equal(sent.at(-1)!.msgID, 'gw-1:dlq:4-4');
   outbox.close();
+});
+
+test('forwarding: a batch whose PubAck was lost is sent again with the same id after a restart, and stored once', async () => {
+  const path = dbPath();
+  let outbox = open(path);
+  outbox.append([], [letter(1), letter(2)]);
+  // The server stores the first batch, but its PubAck is lost.
+  const sent: string[] = [];
+  const stored: string[] = [];
+  const server = {
+    publish: async (_subject: string, _data: Uint8Array, options: { msgID: string }) => {
+      sent.push(options.msgID);
+      const duplicate = stored.includes(options.msgID);
+      if (!duplicate) stored.push(options.msgID);
+      if (sent.length === 1) throw new Error('timeout');
+      return { duplicate } as never;
+    },
+  };
+  let forwarder = new DeadLetterForwarder(outbox, forwarderOptions, log);
+  forwarder.connect(server as never);
+  await assert.rejects(forwarder.forwardOnce());
+  outbox.close();
+
+  outbox = open(path);
+  outbox.append([], [letter(3)]);
+  forwarder = new DeadLetterForwarder(outbox, forwarderOptions, log);
+  forwarder.connect(server as never);
+  assert.equal(await forwarder.forwardOnce(), 2);
+  assert.equal(forwarder.stats.duplicates, 2, 'JetStream reports the resent batch as a duplicate');
+  assert.equal(await forwarder.forwardOnce(), 1);
+  assert.deepEqual(sent, ['gw-1:dlq:1-2', 'gw-1:dlq:1-2', 'gw-1:dlq:3-3']);
+  assert.deepEqual(stored, ['gw-1:dlq:1-2', 'gw-1:dlq:3-3'], 'each dead letter stored once');
+  outbox.close();
+});
+
+test('forwarding: batches are bounded by count and bytes; a claim emptied by the table bound is replaced', async () => {
+  const outbox = open(dbPath(), { maxRows: 1000, maxBytes: 1 << 20 });
+  outbox.append([], Array.from({ length: 7 }, (_, i) => letter(i + 1, 3000)));
+  const { sent, js } = fakeJetStream();
+  // 3 per batch by count; by bytes, 16 payload bytes + 1024 per entry: 2 fit in 2100.
+  const forwarder = new DeadLetterForwarder(outbox, { ...forwarderOptions, batchSize: 3, maxBatchBytes: 2100 }, log);
+  forwarder.connect(js as never);
+  while ((await forwarder.forwardOnce()) > 0);
+  assert.deepEqual(sent.map((s) => s.msgID), ['gw-1:dlq:1-2', 'gw-1:dlq:3-4', 'gw-1:dlq:5-6', 'gw-1:dlq:7-7']);
+
+  outbox.append([], [letter(8), letter(9)]);
+  outbox.claimDeadLetters(100, 120);
+  assert.equal(await forwarder.forwardOnce(), 2, 'nothing is left of the claim: the next batch is claimed');
+  assert.equal(sent.at(-1)!.msgID, 'gw-1:dlq:8-9');
+  outbox.close();
+});
+
+test('the DLQ stream\'s readers decode batches and the single records of older agents', () => {
+  const v1 = new Packr({ useRecords: false, moreTypes: false }).pack({ v: 1, agent: 'old', id: 7, at: 1, source: 'mqtt', code: 'X', reason: 'r', payload: Buffer.from('p'), bytes: 1 });
+  assert.deepEqual(decodeDeadLetters(v1).map((r) => [r.agent, r.id]), [['old', 7]]);
+  assert.throws(() => decodeDeadLetters(new Packr().pack({ v: 3 })), /version 1 or 2/);
 });
 
 test('forwarding loop retries until acknowledged, and wakes the publisher after an external change', async () => {

@@ -1,8 +1,13 @@
 /**
- * Forwards dead letters to the hub's DLQ stream, one message per dead letter on `dlq.<agentId>` (msgpack), with the
- * message id `<agent>:dlq:<id>`: a retry after a lost PubAck, even after a restart, repeats the id and JetStream
- * drops the copy. A dead letter is marked forwarded only after its PubAck; it stays in the local table for
- * inspection and redrive until the table's bound removes it (forwarded ones first).
+ * Forwards dead letters to the hub's DLQ stream in batches: one msgpack message on `dlq.<agentId>` carries up to
+ * `batchSize` dead letters (and at most `maxBatchBytes`), with the message id `<agent>:dlq:<first>-<last>`. One
+ * JetStream publish per dead letter cost the agent and the three NATS nodes as much as the valid events beside
+ * them; a batch costs one.
+ *
+ * The batch is claimed in the outbox file before it is sent (`dead_letter_claim`), and a retry sends exactly the
+ * claimed range again, even after a restart: the same message id, so JetStream drops the copy of a batch whose
+ * PubAck was lost. Dead letters are marked forwarded only after the PubAck; they stay in the local table for
+ * inspection and redrive until the table's bound removes them (forwarded ones first).
  *
  * The same loop notices when another process (the edge-dlq CLI) committed to the outbox file, re-reads the
  * counters and wakes the publisher, so redriven events leave without waiting for the next ingest commit.
@@ -13,10 +18,8 @@ import type { Logger } from '../../../shared/logger.js';
 import { deadLetterSubject } from '../../../shared/wire.js';
 import type { DeadLetterStore, StoredDeadLetter } from './outbox.js';
 
-/** What one DLQ message carries. Payloads over the forwarder's limit are cut (`truncated`); the agent keeps them whole. */
-export interface DeadLetterRecord {
-  v: 1;
-  agent: string;
+/** One dead letter as the hub's DLQ stream holds it. Payloads over the forwarder's limit are cut (`truncated`); the agent keeps them whole. */
+export interface DeadLetterEntry {
   /** Id of the dead letter in the agent's table (`edge-dlq show <id>`). */
   id: number;
   /** When the agent refused it, epoch ms. */
@@ -31,27 +34,44 @@ export interface DeadLetterRecord {
   truncated?: true;
 }
 
+/** What one DLQ message from an agent carries (version 2; version 1 held a single dead letter). */
+export interface DeadLetterBatch {
+  v: 2;
+  agent: string;
+  letters: DeadLetterEntry[];
+}
+
+/** A dead letter with the agent that refused it: what readers of the DLQ stream get from `decodeDeadLetters`. */
+export interface DeadLetterRecord extends DeadLetterEntry {
+  agent: string;
+}
+
 const packr = new Packr({ useRecords: false, moreTypes: false });
 
-export function encodeDeadLetter(record: DeadLetterRecord): Uint8Array {
-  return packr.pack(record);
+export function encodeDeadLetterBatch(batch: DeadLetterBatch): Uint8Array {
+  return packr.pack(batch);
 }
 
-export function decodeDeadLetter(data: Uint8Array): DeadLetterRecord {
-  const record = packr.unpack(data) as DeadLetterRecord;
-  if (record === null || typeof record !== 'object' || record.v !== 1) throw new Error('not a dead-letter record of version 1');
-  return record;
+/** The dead letters of one DLQ message from an agent: a batch (version 2), or one dead letter (version 1, older agents). */
+export function decodeDeadLetters(data: Uint8Array): DeadLetterRecord[] {
+  const message = packr.unpack(data) as (DeadLetterBatch | (DeadLetterRecord & { v: 1 })) | null;
+  if (message === null || typeof message !== 'object') throw new Error('not a dead-letter message');
+  if (message.v === 1) {
+    const { v: _v, ...record } = message;
+    return [record];
+  }
+  if (message.v === 2 && Array.isArray(message.letters)) return message.letters.map((letter) => ({ agent: message.agent, ...letter }));
+  throw new Error(`not a dead-letter message of version 1 or 2 (v: ${String((message as { v?: unknown }).v)})`);
 }
 
-export function deadLetterMessageId(agentId: string, id: number): string {
-  return `${agentId}:dlq:${id}`;
+/** The message id of the batch of dead letters first..last of one agent. */
+export function deadLetterMessageId(agentId: string, first: number, last: number): string {
+  return `${agentId}:dlq:${first}-${last}`;
 }
 
-export function toDeadLetterRecord(agentId: string, letter: StoredDeadLetter, maxPayloadBytes: number): DeadLetterRecord {
+export function toDeadLetterEntry(letter: StoredDeadLetter, maxPayloadBytes: number): DeadLetterEntry {
   const truncated = letter.payload.byteLength > maxPayloadBytes;
   return {
-    v: 1,
-    agent: agentId,
     id: letter.id,
     at: letter.at,
     source: letter.source,
@@ -64,12 +84,17 @@ export function toDeadLetterRecord(agentId: string, letter: StoredDeadLetter, ma
   };
 }
 
+/** Bytes a batch may hold beside its payloads, per dead letter (reason, origin, field names): a generous bound. */
+const ENTRY_OVERHEAD_BYTES = 1024;
+
 export interface DeadLetterForwarderOptions {
   agentId: string;
   /** Send dead letters to the hub; when false, the loop only watches for external changes. */
   forward: boolean;
-  /** Dead letters published per round (concurrently). */
+  /** Most dead letters in one DLQ message. */
   batchSize: number;
+  /** Most bytes of one DLQ message (below the server's max_payload); a single larger dead letter goes alone. */
+  maxBatchBytes: number;
   /** Pause between rounds when there was nothing (more) to send. */
   intervalMs: number;
   /** Largest payload sent; longer ones are cut and marked `truncated`. */
@@ -82,15 +107,19 @@ export interface DeadLetterForwarderOptions {
 export interface DeadLetterForwarderStats {
   /** Dead letters acknowledged by the DLQ stream since start. */
   forwarded: number;
-  /** Of those, how many JetStream reported as duplicates (already stored before a restart). */
+  /** DLQ messages (batches) acknowledged since start. */
+  batches: number;
+  /** Of the dead letters, how many came in batches JetStream reported as duplicates (stored before a lost PubAck). */
   duplicates: number;
-  /** Failed publish attempts (retried with the same message ids). */
+  /** Failed publish attempts (retried with the same batch and message id). */
   errors: number;
 }
 
 export class DeadLetterForwarder {
-  readonly stats: DeadLetterForwarderStats = { forwarded: 0, duplicates: 0, errors: 0 };
+  readonly stats: DeadLetterForwarderStats = { forwarded: 0, batches: 0, duplicates: 0, errors: 0 };
   private stopping = false;
+  /** The last batch was cut by its bounds: more dead letters wait. */
+  private moreWaiting = false;
   private loop: Promise<void> | undefined;
   private wake: (() => void) | undefined;
   private js: Pick<JetStreamClient, 'publish'> | undefined;
@@ -121,31 +150,51 @@ export class DeadLetterForwarder {
   }
 
   /**
-   * One round: publishes up to batchSize unforwarded dead letters and marks those with a PubAck. Returns how many
-   * were marked; throws the first publish error after marking the others.
+   * One round: sends the claimed batch again if there is one (a retry), or claims and sends the next one. Marks its
+   * dead letters forwarded after the PubAck and returns how many; throws the publish error (the claim stays).
    */
   async forwardOnce(): Promise<number> {
     const js = this.js;
     if (!js) return 0;
-    const letters = this.store.unforwarded(this.options.batchSize);
+    const letters = this.nextBatch();
     if (letters.length === 0) return 0;
-    const subject = deadLetterSubject(this.options.agentId);
-    const results = await Promise.allSettled(
-      letters.map(async (letter) => {
-        const ack = await js.publish(subject, encodeDeadLetter(toDeadLetterRecord(this.options.agentId, letter, this.options.maxPayloadBytes)), {
-          msgID: deadLetterMessageId(this.options.agentId, letter.id),
-          timeout: this.options.publishTimeoutMs,
-        });
-        if (ack.duplicate) this.stats.duplicates++;
-        return letter.id;
-      }),
-    );
-    const acked = results.filter((r): r is PromiseFulfilledResult<number> => r.status === 'fulfilled').map((r) => r.value);
-    this.store.markForwarded(acked);
-    this.stats.forwarded += acked.length;
-    const failure = results.find((r): r is PromiseRejectedResult => r.status === 'rejected');
-    if (failure) throw failure.reason;
-    return acked.length;
+    const first = letters[0]!.id;
+    const last = letters[letters.length - 1]!.id;
+    const batch: DeadLetterBatch = { v: 2, agent: this.options.agentId, letters: letters.map((l) => toDeadLetterEntry(l, this.options.maxPayloadBytes)) };
+    const ack = await js.publish(deadLetterSubject(this.options.agentId), encodeDeadLetterBatch(batch), {
+      msgID: deadLetterMessageId(this.options.agentId, first, last),
+      timeout: this.options.publishTimeoutMs,
+    });
+    if (ack.duplicate) this.stats.duplicates += letters.length;
+    this.store.markForwarded(first, last);
+    this.stats.forwarded += letters.length;
+    this.stats.batches++;
+    return letters.length;
+  }
+
+  /** The claimed range's dead letters, or a new claim: the oldest unforwarded, bounded by count and bytes. */
+  private nextBatch(): StoredDeadLetter[] {
+    const claim = this.store.deadLetterClaim();
+    if (claim) {
+      const claimed = this.store.unforwardedBetween(claim.first, claim.last);
+      // Empty when the table's bound removed them all meanwhile; then claim anew.
+      if (claimed.length > 0) {
+        this.moreWaiting = true;
+        return claimed;
+      }
+    }
+    const letters = this.store.unforwarded(this.options.batchSize);
+    let bytes = 0;
+    let count = 0;
+    for (const letter of letters) {
+      bytes += Math.min(letter.payload.byteLength, this.options.maxPayloadBytes) + ENTRY_OVERHEAD_BYTES;
+      if (count > 0 && bytes > this.options.maxBatchBytes) break;
+      count++;
+    }
+    const batch = letters.slice(0, count);
+    this.moreWaiting = count < letters.length || letters.length === this.options.batchSize;
+    if (batch.length > 0) this.store.claimDeadLetters(batch[0]!.id, batch[batch.length - 1]!.id);
+    return batch;
   }
 
   private async run(): Promise<void> {
@@ -162,12 +211,13 @@ export class DeadLetterForwarder {
         delay = this.options.retryInitialMs;
       } catch (error) {
         this.stats.errors++;
-        this.log.warn({ err: (error as Error).message, retryInMs: delay }, 'dead-letter forwarding failed; will retry with the same message ids');
+        this.log.warn({ err: (error as Error).message, retryInMs: delay }, 'dead-letter forwarding failed; will retry the same batch with the same message id');
         await this.sleep(delay);
         delay = Math.min(delay * 2, this.options.retryMaxMs);
         continue;
       }
-      if (sent < this.options.batchSize) await this.sleep(this.options.intervalMs);
+      // A full batch means more may wait: go on. Otherwise pause, so that a trickle travels in batches too.
+      if (sent === 0 || !this.moreWaiting) await this.sleep(this.options.intervalMs);
     }
   }
 

@@ -138,8 +138,17 @@ export interface Redrive {
 export interface DeadLetterStore {
   /** Not yet forwarded, oldest first, with payloads. */
   unforwarded(limit: number): StoredDeadLetter[];
-  /** The hub acknowledged these (PubAck): keep them, but as forwarded (the first to go when the table is full). */
-  markForwarded(ids: number[]): void;
+  /** Not yet forwarded with ids first..last, oldest first (the claimed batch, sent again). */
+  unforwardedBetween(first: number, last: number): StoredDeadLetter[];
+  /** The batch being forwarded (claimed before it is sent, cleared when its dead letters are marked), if any. */
+  deadLetterClaim(): { first: number; last: number } | undefined;
+  /** Records the batch first..last as being forwarded, replacing an older claim: a retry resends exactly it. */
+  claimDeadLetters(first: number, last: number): void;
+  /**
+   * The hub acknowledged the batch first..last (PubAck): keep its dead letters, but as forwarded (the first to go when
+   * the table is full). Clears the claim once none of its dead letters is left unforwarded.
+   */
+  markForwarded(first: number, last: number): void;
   /** Newest first, without payloads. */
   listDeadLetters(query: Omit<DeadLetterQuery, 'afterId'>): DeadLetterSummary[];
   /** Oldest first, with payloads (for redrive). */

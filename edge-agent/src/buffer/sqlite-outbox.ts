@@ -18,6 +18,7 @@
  */
 import Database from 'better-sqlite3';
 import { closeSync, fdatasync, fsyncSync, mkdirSync, openSync } from 'node:fs';
+import { UnforwardedDeadLetters } from './unforwarded-dead-letters.js';
 import { WalCheckpointer } from './wal-checkpointer.js';
 import { dirname } from 'node:path';
 import { OutboxFullError } from '../errors.js';
@@ -48,10 +49,13 @@ export interface SqliteOutboxOptions {
   now?: () => number;
   /** How often the checkpoint thread copies the WAL into the database. @default 250 */
   checkpointIntervalMs?: number;
+  /** Payload bytes of unforwarded dead letters kept in memory for the forwarder; past it, it reads the table. @default 8 MiB */
+  unforwardedCacheBytes?: number;
 }
 
 /** Default bound of the dead-letter table when the options name none. */
 export const DEFAULT_DEAD_LETTER_BOUND = { maxRows: 100_000, maxBytes: 64 * 1024 * 1024 };
+const DEFAULT_UNFORWARDED_CACHE_BYTES = 8 * 1024 * 1024;
 
 interface DeadLetterRow {
   id: number;
@@ -83,6 +87,9 @@ export class SqliteOutbox implements Outbox, DeadLetterStore {
   private deadLettersUnforwarded = 0;
   private deadLettersDropped = 0;
   private deadLettersPruned = 0;
+  private readonly unforwardedCache: UnforwardedDeadLetters;
+  /** Dead letters of the append transaction in flight, for the cache once it commits. */
+  private appendedLetters: StoredDeadLetter[] = [];
   private dataVersion: number;
   private walFd: number | undefined;
   private readonly checkpointer: WalCheckpointer;
@@ -92,11 +99,14 @@ export class SqliteOutbox implements Outbox, DeadLetterStore {
     oldestForwarded: Database.Statement<[number], { id: number; bytes: number }>;
     oldestUnforwarded: Database.Statement<[number], { id: number; bytes: number }>;
     deleteOne: Database.Statement<[number]>;
-    markForwarded: Database.Statement<[number, number]>;
+    markForwarded: Database.Statement<[number, number, number]>;
     unforwarded: Database.Statement<[number], DeadLetterRow>;
+    unforwardedBetween: Database.Statement<[number, number], DeadLetterRow>;
+    claim: Database.Statement<[], { first: number; last: number }>;
     one: Database.Statement<[number], DeadLetterRow>;
   };
-  private readonly markForwardedTx: (ids: number[]) => number;
+  private readonly markForwardedTx: (first: number, last: number) => number;
+  private readonly claimDeadLettersTx: (first: number, last: number) => void;
   private readonly redriveTx: (moves: Redrive[]) => number[];
   private readonly insertClaim: Database.Statement<[number, number, number, number]>;
   private readonly selectOldest: Database.Statement<[], { at: number }>;
@@ -130,6 +140,10 @@ export class SqliteOutbox implements Outbox, DeadLetterStore {
         rows INTEGER NOT NULL,
         bytes INTEGER NOT NULL
       );
+      CREATE TABLE IF NOT EXISTS dead_letter_claim (
+        first INTEGER PRIMARY KEY,
+        last INTEGER NOT NULL
+      );
       CREATE TABLE IF NOT EXISTS dead_letters (
         id INTEGER PRIMARY KEY AUTOINCREMENT,
         at INTEGER NOT NULL,
@@ -155,6 +169,7 @@ export class SqliteOutbox implements Outbox, DeadLetterStore {
     `);
     this.deadLetterBound = options.deadLetters ?? DEFAULT_DEAD_LETTER_BOUND;
     this.readTotals();
+    this.unforwardedCache = new UnforwardedDeadLetters(options.unforwardedCacheBytes ?? DEFAULT_UNFORWARDED_CACHE_BYTES, this.deadLettersUnforwarded === 0);
     this.newestSeq = (this.db.prepare("SELECT COALESCE(MAX(seq), 0) AS seq FROM outbox").get() as { seq: number }).seq;
     // The statements above created the WAL file; make its directory entry durable once, and keep it open to sync.
     const dir = openSync(dirname(options.path), 'r');
@@ -185,8 +200,12 @@ export class SqliteOutbox implements Outbox, DeadLetterStore {
       oldestForwarded: this.db.prepare('SELECT id, length(payload) AS bytes FROM dead_letters WHERE forwarded_at IS NOT NULL ORDER BY id LIMIT ?'),
       oldestUnforwarded: this.db.prepare('SELECT id, length(payload) AS bytes FROM dead_letters WHERE forwarded_at IS NULL ORDER BY id LIMIT ?'),
       deleteOne: this.db.prepare('DELETE FROM dead_letters WHERE id = ?'),
-      markForwarded: this.db.prepare('UPDATE dead_letters SET forwarded_at = ? WHERE id = ? AND forwarded_at IS NULL'),
+      markForwarded: this.db.prepare('UPDATE dead_letters SET forwarded_at = ? WHERE id BETWEEN ? AND ? AND forwarded_at IS NULL'),
       unforwarded: this.db.prepare(`SELECT ${DEAD_LETTER_COLUMNS}, payload FROM dead_letters WHERE forwarded_at IS NULL ORDER BY id LIMIT ?`),
+      unforwardedBetween: this.db.prepare(
+        `SELECT ${DEAD_LETTER_COLUMNS}, payload FROM dead_letters WHERE forwarded_at IS NULL AND id BETWEEN ? AND ? ORDER BY id`,
+      ),
+      claim: this.db.prepare('SELECT first, last FROM dead_letter_claim LIMIT 1'),
       one: this.db.prepare(`SELECT ${DEAD_LETTER_COLUMNS}, payload FROM dead_letters WHERE id = ?`),
     };
 
@@ -194,7 +213,7 @@ export class SqliteOutbox implements Outbox, DeadLetterStore {
       const at = this.now();
       for (const event of events) this.newestSeq = Number(this.insertEvent.run(event.partition, event.data, at, event.count ?? 1).lastInsertRowid);
       for (const letter of deadLetters) {
-        this.insertDeadLetter.run(
+        const { lastInsertRowid } = this.insertDeadLetter.run(
           at,
           letter.source,
           letter.code,
@@ -207,14 +226,23 @@ export class SqliteOutbox implements Outbox, DeadLetterStore {
         this.deadLetterCount++;
         this.deadLettersUnforwarded++;
         this.deadLetterBytes += letter.payload.byteLength;
+        if (this.unforwardedCache.complete) this.appendedLetters.push(storedCopy(letter, Number(lastInsertRowid), at));
       }
       if (deadLetters.length > 0) this.boundDeadLetters();
     });
-    this.markForwardedTx = this.db.transaction((ids: number[]) => {
-      const at = this.now();
-      let marked = 0;
-      for (const id of ids) marked += this.dl.markForwarded.run(at, id).changes;
+    const clearClaimWhenDone = this.db.prepare(
+      'DELETE FROM dead_letter_claim WHERE NOT EXISTS (SELECT 1 FROM dead_letters WHERE forwarded_at IS NULL AND id BETWEEN dead_letter_claim.first AND dead_letter_claim.last)',
+    );
+    this.markForwardedTx = this.db.transaction((first: number, last: number) => {
+      const marked = this.dl.markForwarded.run(this.now(), first, last).changes;
+      clearClaimWhenDone.run();
       return marked;
+    });
+    const deleteClaims = this.db.prepare('DELETE FROM dead_letter_claim');
+    const insertDeadLetterClaim = this.db.prepare('INSERT INTO dead_letter_claim (first, last) VALUES (?, ?)');
+    this.claimDeadLettersTx = this.db.transaction((first: number, last: number) => {
+      deleteClaims.run();
+      insertDeadLetterClaim.run(first, last);
     });
     this.redriveTx = this.db.transaction((moves: Redrive[]) => {
       const at = this.now();
@@ -262,15 +290,23 @@ export class SqliteOutbox implements Outbox, DeadLetterStore {
       this.dropped += this.dropTx(this.bytes + size - this.options.maxBytes);
       if (this.bytes + size > this.options.maxBytes) throw new OutboxFullError(this.bytes, this.options.maxBytes);
     }
+    const droppedBefore = this.deadLettersDropped;
     try {
       this.appendTx(events, deadLetters);
     } catch (error) {
       // The dead-letter counters move inside the transaction; after a rollback, read them back.
+      this.appendedLetters = [];
       this.readTotals();
       throw error;
     }
     this.bytes += size;
     this.rows += count;
+    if (this.appendedLetters.length > 0) {
+      // The bound deleted unforwarded dead letters: which ones, the cache cannot tell.
+      if (this.deadLettersDropped !== droppedBefore) this.resyncUnforwardedCache();
+      else this.unforwardedCache.add(this.appendedLetters);
+      this.appendedLetters = [];
+    }
   }
 
   get syncBeforeAck(): boolean {
@@ -351,12 +387,25 @@ export class SqliteOutbox implements Outbox, DeadLetterStore {
   // --- dead letters ------------------------------------------------------------------------------------------
 
   unforwarded(limit: number): StoredDeadLetter[] {
-    return this.dl.unforwarded.all(limit).map(toStoredDeadLetter);
+    return this.unforwardedCache.oldest(limit) ?? this.dl.unforwarded.all(limit).map(toStoredDeadLetter);
   }
 
-  markForwarded(ids: number[]): void {
-    if (ids.length === 0) return;
-    this.deadLettersUnforwarded -= this.markForwardedTx(ids);
+  unforwardedBetween(first: number, last: number): StoredDeadLetter[] {
+    return this.unforwardedCache.between(first, last) ?? this.dl.unforwardedBetween.all(first, last).map(toStoredDeadLetter);
+  }
+
+  deadLetterClaim(): { first: number; last: number } | undefined {
+    return this.dl.claim.get();
+  }
+
+  claimDeadLetters(first: number, last: number): void {
+    this.claimDeadLettersTx(first, last);
+  }
+
+  markForwarded(first: number, last: number): void {
+    this.deadLettersUnforwarded -= this.markForwardedTx(first, last);
+    this.unforwardedCache.forwarded(first, last);
+    if (this.deadLettersUnforwarded === 0 && !this.unforwardedCache.complete) this.unforwardedCache.restart();
   }
 
   listDeadLetters(query: Omit<DeadLetterQuery, 'afterId'>): DeadLetterSummary[] {
@@ -395,6 +444,7 @@ export class SqliteOutbox implements Outbox, DeadLetterStore {
     const moved = this.redriveTx(moves);
     // Counters from the table: cheaper to re-read than to track which letters were forwarded, and redrive is rare.
     this.readTotals();
+    this.resyncUnforwardedCache();
     return moved;
   }
 
@@ -416,6 +466,7 @@ export class SqliteOutbox implements Outbox, DeadLetterStore {
     if (version === this.dataVersion) return false;
     this.dataVersion = version;
     this.readTotals();
+    this.resyncUnforwardedCache();
     return true;
   }
 
@@ -430,6 +481,12 @@ export class SqliteOutbox implements Outbox, DeadLetterStore {
     if (this.walFd !== undefined) closeSync(this.walFd);
     this.walFd = undefined;
     this.db.close();
+  }
+
+  /** After a change the cache cannot follow: complete (empty) only when nothing is waiting to be forwarded. */
+  private resyncUnforwardedCache(): void {
+    if (this.deadLettersUnforwarded === 0) this.unforwardedCache.restart();
+    else this.unforwardedCache.invalidate();
   }
 
   private readTotals(): void {
@@ -479,6 +536,17 @@ export class SqliteOutbox implements Outbox, DeadLetterStore {
       },
     );
   }
+}
+
+/** A dead letter just inserted, as the table would return it; the payload copied out of the request it came in. */
+function storedCopy(letter: DeadLetter, id: number, at: number): StoredDeadLetter {
+  // A view into the request body would keep the whole body alive until the dead letter is forwarded.
+  const payload = letter.payload.byteLength === letter.payload.buffer.byteLength ? letter.payload : letter.payload.slice();
+  const stored: StoredDeadLetter = { id, at, source: letter.source, code: letter.code, reason: letter.reason, payload, bytes: payload.byteLength };
+  if (letter.origin !== undefined) stored.origin = letter.origin;
+  if (letter.defaultType !== undefined) stored.defaultType = letter.defaultType;
+  if (letter.expectedKey !== undefined) stored.expectedKey = letter.expectedKey;
+  return stored;
 }
 
 function toStoredDeadLetter(row: DeadLetterRow): StoredDeadLetter {
