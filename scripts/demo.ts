@@ -74,7 +74,7 @@ try {
       env: { EDGE_AGENTID: agentId, EDGE_DATADIR: join(RUNTIME_DIR, 'demo', 'agent') },
     }),
   );
-  say(`   hub: http://127.0.0.1:8090/metrics (rules: 8091)   agent: MQTT 1883, HTTP 8080, http://127.0.0.1:9464/metrics   logs: ${logDir}`);
+  say(`   dashboard: http://127.0.0.1:8090/dashboard (rules hub: 8091/dashboard)   hub metrics: http://127.0.0.1:8090/metrics   agent: MQTT 1883, HTTP 8080, http://127.0.0.1:9464/metrics   logs: ${logDir}`);
 } catch (error) {
   say(`demo failed to start: ${(error as Error).message}`);
   await shutdown(1);

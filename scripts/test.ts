@@ -22,7 +22,7 @@ import { existsSync, readdirSync, statSync } from 'node:fs';
 import { constants as osConstants } from 'node:os';
 import { join, relative, resolve, sep } from 'node:path';
 
-import { ensureRuntime, REPO_ROOT } from './lib/runtime.js';
+import { ensureRuntime, ensureTestTools, REPO_ROOT } from './lib/runtime.js';
 import { shiftPorts, startStack, stopStack, TEST_PORTS as BASE_TEST_PORTS, TEST_STACK_DIR as BASE_TEST_STACK_DIR, wipeStack, type StackHandle, type StackPorts } from './lib/stack.js';
 
 // PIPELINE_TEST_PORT_OFFSET=N moves every port of the test stack by N and gives it its own directory, so that
@@ -140,6 +140,7 @@ async function main(): Promise<number> {
   try {
     const env: NodeJS.ProcessEnv = { ...process.env };
     if (needsStack) {
+      ensureTestTools((s) => say(s));
       const runtime = await ensureRuntime((s) => say(s));
       // Leftovers of an interrupted run in the same directory (pid files; nothing else is touched).
       await stopStack(TEST_STACK_DIR);

@@ -109,4 +109,27 @@ export function partitionOf(key: string, partitions: number): number {
 }
 
 /** Agent ids appear in subjects and QuestDB symbols, so they are restricted to a safe alphabet. */
+/** Core NATS (not stored): each agent's status every few seconds, for the hub's dashboard and silence alerts. */
+export const AGENT_STATUS_SUBJECTS = 'status.>';
+
+export function agentStatusSubject(agentId: string): string {
+  return `status.${agentId}`;
+}
+
+/** What an agent reports on `status.<agentId>` (JSON). Counters are totals since the agent started. */
+export interface AgentStatus {
+  agent: string;
+  /** Epoch ms when the agent sent it. */
+  at: number;
+  /** Epoch ms when the agent process started (counters restart with it). */
+  startedAt: number;
+  accepted: number;
+  refused: number;
+  /** Events acknowledged by JetStream (published). */
+  published: number;
+  outbox: { rows: number; bytes: number; maxBytes: number; oldestAgeMs: number | null };
+  deadLetters: { rows: number; unforwarded: number };
+  hubConnected: boolean;
+}
+
 export const AGENT_ID_PATTERN = '^[A-Za-z0-9_-]{1,64}$';

@@ -95,6 +95,7 @@ export function edgePermissions(agentId: string, schemaBucket: string): { publis
     publish: [
       `events.${agentId}.*`,
       `dlq.${agentId}`,
+      `status.${agentId}`,
       '$JS.API.INFO',
       `$JS.API.STREAM.INFO.${kv}`,
       `$JS.API.CONSUMER.CREATE.${kv}.>`,

@@ -6,6 +6,7 @@ import { jetstream } from '@nats-io/jetstream';
 import type { Logger } from '../../shared/logger.js';
 import { natsAuthOptions } from '../../shared/nats-auth.js';
 import { startAdminServer } from './admin-server.js';
+import { StatusReporter } from './status-reporter.js';
 import { DeadLetterForwarder } from './buffer/jetstream-dead-letter-forwarder.js';
 import { PreAggregation } from './aggregation/pre-aggregation.js';
 import { SqliteWindowStore } from './aggregation/sqlite-window-store.js';
@@ -19,6 +20,8 @@ import { KvSchemaWatcher, loadAgentCatalog, schemaCacheDir } from './validation/
 
 export class EdgeAgent {
   private nc: NatsConnection | undefined;
+  private status: StatusReporter | undefined;
+  private readonly startedAt = Date.now();
   private outbox: SqliteOutbox | undefined;
   private ingest: IngestPipeline | undefined;
   private publisher: JetStreamPublisher | undefined;
@@ -129,8 +132,8 @@ export class EdgeAgent {
         // Replies (PubAcks, the schema watch) under a prefix of this agent's own: its NATS user may subscribe nowhere else.
         inboxPrefix: config.nats.inboxPrefix ?? `_INBOX_${config.agentId}`,
         ignoreClusterUpdates: config.nats.ignoreDiscoveredServers,
-        // No stack trace captured per request: with one PubAck request per dead letter, building those Errors took
-        // about 8% of the agent's CPU when a tenth of the input was bad (benchmarks/bad-input.ts).
+        // No stack trace captured per request: when dead letters still travelled one per PubAck request, building those
+        // Errors took about 8% of the agent's CPU with a tenth of the input bad (benchmarks/bad-input.ts).
         noAsyncTraces: true,
         ...natsAuthOptions(config.nats),
       });
@@ -143,6 +146,14 @@ export class EdgeAgent {
       void this.watchConnection(nc);
       publisher.start(jetstream(nc));
       this.deadLetters?.connect(jetstream(nc));
+      if (this.outbox && this.ingest) {
+        const outbox = this.outbox;
+        this.status = new StatusReporter(
+          { agentId: config.agentId, startedAt: this.startedAt, outbox, deadLetters: outbox, ingest: this.ingest, publisher, now: Date.now },
+          config.nats.statusIntervalMs,
+        );
+        this.status.start(nc);
+      }
       if (config.schemaRegistry.enabled && this.validator) {
         const { bucket, retryMs } = config.schemaRegistry;
         this.schemaWatcher = new KvSchemaWatcher(this.validator, nc, { bucket, retryMs, cacheDir: schemaCacheDir(config.dataDir) }, log);
@@ -162,6 +173,7 @@ export class EdgeAgent {
     await this.deadLetters?.stop(this.config.shutdownTimeoutMs);
     await this.schemaWatcher?.stop();
     await new Promise<void>((resolve) => (this.admin ? this.admin.close(() => resolve()) : resolve()));
+    this.status?.stop();
     await this.nc?.drain().catch(() => undefined);
     this.outbox?.close();
     this.log.info('edge agent stopped');

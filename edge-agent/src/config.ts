@@ -17,7 +17,7 @@ export interface AgentConfig {
   dataDir: string;
   schemasDir: string;
   partitions: number;
-  nats: NatsAuthConfig & { servers: string[]; inboxPrefix?: string; ignoreDiscoveredServers: boolean };
+  nats: NatsAuthConfig & { servers: string[]; inboxPrefix?: string; ignoreDiscoveredServers: boolean; statusIntervalMs: number };
   outbox: { maxBytes: number; fullPolicy: FullPolicy; synchronous: 'full' | 'normal' };
   publisher: {
     maxBatchEvents: number;
@@ -90,6 +90,12 @@ export const agentConfigSchema = {
           type: 'boolean',
           default: false,
           description: 'Connect only to `servers`, never to the addresses the cluster announces: for gateways that reach the hub through NAT, port forwards or a proxy, where those addresses are unreachable.',
+        },
+        statusIntervalMs: {
+          type: 'integer',
+          minimum: 0,
+          default: 5000,
+          description: 'How often the agent reports its counters and backlog on status.<agentId> (core NATS) for the hub\'s dashboard and silence alerts. 0: never.',
         },
         inboxPrefix: {
           type: 'string',

@@ -57,6 +57,7 @@ export interface HubConfig {
     watermark: { maxOutOfOrdernessMs: number; idleTimeoutMs: number; advanceWhenAllIdle: boolean };
   };
   http: { host: string; port: number };
+  dashboard: { enabled: boolean; intervalMs: number; maxClients: number };
   logIntervalMs: number;
   shutdownTimeoutMs: number;
 }
@@ -401,7 +402,18 @@ export const hubConfigSchema = {
       description: 'Health and metrics endpoint.',
       properties: {
         host: { type: 'string', default: '127.0.0.1', description: 'Address to listen on (0.0.0.0 to expose it).' },
-        port: { type: 'integer', minimum: 0, maximum: 65535, default: 8090, description: '`/healthz` and `/metrics` port; 0 disables.' },
+        port: { type: 'integer', minimum: 0, maximum: 65535, default: 8090, description: '`/healthz`, `/metrics` and `/dashboard` port; 0 disables.' },
+      },
+    },
+    dashboard: {
+      type: 'object',
+      additionalProperties: false,
+      default: {},
+      description: 'The live dashboard at /dashboard on the http port (read-only; expose the port only where its viewers may see the pipeline).',
+      properties: {
+        enabled: { type: 'boolean', default: true, description: 'Serve /dashboard and gather its snapshots.' },
+        intervalMs: { type: 'integer', minimum: 250, default: 1000, description: 'How often a snapshot is gathered and pushed to open pages.' },
+        maxClients: { type: 'integer', minimum: 1, default: 20, description: 'Open dashboard streams at most; more are answered 503.' },
       },
     },
     logIntervalMs: {

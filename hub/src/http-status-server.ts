@@ -1,5 +1,5 @@
-/** `/healthz` (JSON, 200 or 503) and `/metrics` (Prometheus text) on a plain node:http server. */
-import { createServer, type Server } from 'node:http';
+/** `/healthz` (JSON, 200 or 503), `/metrics` (Prometheus text) and extra routes (the dashboard) on a plain node:http server. */
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import type { Registry } from 'prom-client';
 import type { AnalyticsStatus } from './analytics/analytics-service.js';
@@ -25,6 +25,8 @@ export interface StatusServerOptions {
   port: number;
   registry: Registry;
   health: () => HealthReport;
+  /** More GET routes (the dashboard); returns true when it answered. Can be set once the server runs. */
+  routes?: (request: IncomingMessage, response: ServerResponse, path: string) => boolean;
 }
 
 export async function startStatusServer(options: StatusServerOptions): Promise<{ server: Server; port: number; close(): Promise<void> }> {
@@ -46,7 +48,8 @@ export async function startStatusServer(options: StatusServerOptions): Promise<{
       );
       return;
     }
-    response.writeHead(404, { 'content-type': 'text/plain' }).end('not found: try /healthz or /metrics\n');
+    if (options.routes?.(request, response, path ?? '/')) return;
+    response.writeHead(404, { 'content-type': 'text/plain' }).end('not found: try /healthz, /metrics or /dashboard\n');
   });
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);

@@ -15,7 +15,9 @@ import { EVENTS_STREAM } from '../../shared/wire.js';
 import { loadHubConfig, type HubConfig } from './config.js';
 import { ensureDurableConsumer, JetStreamBatchSource } from './consumer/jetstream-consumer.js';
 import { errorMessage, isPermanent } from './errors.js';
-import { healthOf, startStatusServer } from './http-status-server.js';
+import { healthOf, startStatusServer, type StatusServerOptions } from './http-status-server.js';
+import { dashboardRoutes } from './dashboard/dashboard-routes.js';
+import { PipelineObserver } from './dashboard/pipeline-observer.js';
 import { HubWorker, systemClock, type WorkerStatus } from './hub-worker.js';
 import { HubMetrics } from './metrics.js';
 import { createQuestDbSink } from './sinks/questdb-sink.js';
@@ -175,18 +177,20 @@ async function main(): Promise<number> {
     process.stderr.write('consumer.enabled and analytics.enabled are both false: this hub would do nothing\n');
     return 2;
   }
+  const statusOptions: StatusServerOptions = {
+    host: config.http.host,
+    port: config.http.port,
+    registry: metrics.registry,
+    health: () => ({
+      ...healthOf(connection.connected(), worker?.status() ?? (analyticsOnly && analytics ? analyticsOnlyStatus : startingStatus)),
+      ...(analytics ? { analytics: analytics.status() } : {}),
+    }),
+  };
+  let observer: PipelineObserver | undefined;
   try {
     // Up before the start-up steps, so an orchestrator sees 503 "starting" rather than a closed port.
     if (config.http.port > 0) {
-      statusServer = await startStatusServer({
-        host: config.http.host,
-        port: config.http.port,
-        registry: metrics.registry,
-        health: () => ({
-          ...healthOf(connection.connected(), worker?.status() ?? (analyticsOnly && analytics ? analyticsOnlyStatus : startingStatus)),
-          ...(analytics ? { analytics: analytics.status() } : {}),
-        }),
-      });
+      statusServer = await startStatusServer(statusOptions);
       log.info({ host: config.http.host, port: statusServer.port }, 'status server listening (/healthz, /metrics)');
     }
     const jsm: JetStreamManager = await retrying('jetstream', () => jetstreamManager(nc), shutdown.signal, log);
@@ -225,6 +229,12 @@ async function main(): Promise<number> {
     };
     const rest = new QuestDbRest({ ...questdb, timeoutMs: config.questdb.requestTimeoutMs });
     await retrying('questdb tables', () => ensureTables(rest, tables, log), shutdown.signal, log);
+    if (config.dashboard.enabled && statusServer) {
+      observer = new PipelineObserver(nc, jsm, metrics.registry, rest, { intervalMs: config.dashboard.intervalMs }, log);
+      observer.start();
+      statusOptions.routes = dashboardRoutes(observer, config.dashboard.maxClients);
+      log.info({ url: `http://${config.http.host}:${statusServer.port}/dashboard` }, 'dashboard served');
+    }
     const sink = analyticsOnly ? undefined : await retrying(
       'questdb sender',
       () =>
@@ -344,6 +354,7 @@ async function main(): Promise<number> {
     }
   } finally {
     stopStats();
+    observer?.stop();
     await schemaWatch?.stop();
     await statusServer?.close();
     await nc.drain().catch(() => undefined);

@@ -4,7 +4,7 @@
  * Only package registries are reachable on our machines, so nats-server is built from the Go module proxy and
  * QuestDB comes from Maven Central. Results are cached under `<repo>/.runtime/` (git-ignored).
  */
-import { execFile, spawn } from 'node:child_process';
+import { execFile, spawn, spawnSync } from 'node:child_process';
 import { accessSync, constants as fsConstants, existsSync, mkdirSync } from 'node:fs';
 import { delimiter, dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -173,6 +173,33 @@ async function ensureJava(): Promise<string> {
  * Makes sure nats-server, the QuestDB jar and Java are available, fetching or building what is missing.
  * Progress lines go to `log` (stderr by default); it is quiet when everything is cached.
  */
+/** Programs the integration and fault tests run, with the Debian package that has each. */
+const TEST_TOOLS: ReadonlyArray<{ command: string; debianPackage: string; usedBy: string }> = [
+  { command: 'openssl', debianPackage: 'openssl', usedBy: 'the security test (certificates)' },
+  { command: 'ip', debianPackage: 'iproute2', usedBy: 'the partition test (network namespaces)' },
+  { command: 'chromium', debianPackage: 'chromium', usedBy: 'the dashboard test (headless browser)' },
+];
+
+/**
+ * Installs the tests' system programs that are missing, with Debian's apt when running as root (as CI does);
+ * otherwise names what to install and stops.
+ */
+export function ensureTestTools(log: (s: string) => void = (s) => process.stderr.write(`${s}\n`)): void {
+  const has = (command: string) => spawnSync('sh', ['-c', `command -v ${command}`], { stdio: 'ignore' }).status === 0;
+  const missing = TEST_TOOLS.filter((tool) => !has(tool.command));
+  if (missing.length === 0) return;
+  const packages = missing.map((tool) => tool.debianPackage);
+  const why = missing.map((tool) => `${tool.command} for ${tool.usedBy}`).join(', ');
+  if (process.getuid?.() !== 0 || !has('apt-get')) {
+    throw new Error(`the tests need ${why}: install ${packages.join(' ')} (Debian: apt-get install ${packages.join(' ')})`);
+  }
+  log(`installing ${packages.join(', ')} with apt-get (${why})...`);
+  for (const args of [['update', '-qq'], ['install', '-y', '-qq', '--no-install-recommends', ...packages]]) {
+    const result = spawnSync('apt-get', args, { stdio: ['ignore', 'ignore', 'inherit'], env: { ...process.env, DEBIAN_FRONTEND: 'noninteractive' } });
+    if (result.status !== 0) throw new Error(`apt-get ${args.join(' ')} failed (exit ${result.status})`);
+  }
+}
+
 export async function ensureRuntime(log: (s: string) => void = (s) => process.stderr.write(`${s}\n`)): Promise<Runtime> {
   // Java first: it is the only one we cannot fetch, so fail before spending time on the others.
   const java = await ensureJava();

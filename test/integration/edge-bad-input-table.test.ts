@@ -31,7 +31,7 @@ import Database from 'better-sqlite3';
 import { connect } from '@nats-io/transport-node';
 import { jetstream } from '@nats-io/jetstream';
 import mqtt, { type MqttClient } from 'mqtt';
-import { decodeDeadLetters } from '../../edge-agent/src/buffer/jetstream-dead-letter-forwarder.js';
+import { decodeDeadLetters } from '../../shared/dead-letter-records.js';
 import { decodeHubDeadLetter, HUB_DEAD_LETTER_PREFIX } from '../../hub/src/sinks/dead-letter-sink.js';
 import { deadLetterSubject, DLQ_STREAM } from '../../shared/wire.js';
 import { testStack } from '../support/env.js';

@@ -20,7 +20,7 @@ import { jetstream } from '@nats-io/jetstream';
 import { Kvm } from '@nats-io/kv';
 import { REPO_ROOT } from '../../scripts/lib/runtime.js';
 import { deadLetterSubject, DLQ_STREAM } from '../../shared/wire.js';
-import { decodeDeadLetters, type DeadLetterRecord } from '../../edge-agent/src/buffer/jetstream-dead-letter-forwarder.js';
+import { decodeDeadLetters, type DeadLetterRecord } from '../../shared/dead-letter-records.js';
 import { testStack } from '../support/env.js';
 import { agentPorts, startAgent, startHub, type AgentPorts, type ManagedProcess } from '../support/processes.js';
 import { query, waitFor } from '../support/questdb.js';

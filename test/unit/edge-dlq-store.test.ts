@@ -11,10 +11,10 @@ import { decodeEvent } from '../../shared/wire.js';
 import type { DeadLetter } from '../../edge-agent/src/buffer/outbox.js';
 import { SqliteOutbox } from '../../edge-agent/src/buffer/sqlite-outbox.js';
 import {
-  decodeDeadLetters,
   DeadLetterForwarder,
   type DeadLetterForwarderOptions,
 } from '../../edge-agent/src/buffer/jetstream-dead-letter-forwarder.js';
+import { decodeDeadLetters } from '../../shared/dead-letter-records.js';
 import { OutboxFullError } from '../../edge-agent/src/errors.js';
 import { EventValidator } from '../../edge-agent/src/validation/event-validator.js';
 import { Redriver, asText, hexDump } from '../../edge-agent/src/cli/dead-letters.js';
