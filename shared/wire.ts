@@ -130,6 +130,8 @@ export interface AgentStatus {
   outbox: { rows: number; bytes: number; maxBytes: number; oldestAgeMs: number | null };
   deadLetters: { rows: number; unforwarded: number };
   hubConnected: boolean;
+  /** The agent process: CPU seconds (user + system) since start, resident memory. */
+  process: { cpuSeconds: number; rssBytes: number };
 }
 
 export const AGENT_ID_PATTERN = '^[A-Za-z0-9_-]{1,64}$';

@@ -39,7 +39,13 @@ export function agentStatus(sources: StatusSources): AgentStatus {
     },
     deadLetters: { rows: letters.rows, unforwarded: letters.unforwarded },
     hubConnected: sources.publisher.stats.connected,
+    process: processStats(),
   };
+}
+
+export function processStats(): AgentStatus['process'] {
+  const cpu = process.cpuUsage();
+  return { cpuSeconds: (cpu.user + cpu.system) / 1e6, rssBytes: process.memoryUsage.rss() };
 }
 
 export class StatusReporter {

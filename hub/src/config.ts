@@ -57,7 +57,7 @@ export interface HubConfig {
     watermark: { maxOutOfOrdernessMs: number; idleTimeoutMs: number; advanceWhenAllIdle: boolean };
   };
   http: { host: string; port: number };
-  dashboard: { enabled: boolean; intervalMs: number; maxClients: number };
+  dashboard: { enabled: boolean; intervalMs: number; maxClients: number; metricsIntervalMs: number; metricsTable: string };
   logIntervalMs: number;
   shutdownTimeoutMs: number;
 }
@@ -414,6 +414,13 @@ export const hubConfigSchema = {
         enabled: { type: 'boolean', default: true, description: 'Serve /dashboard and gather its snapshots.' },
         intervalMs: { type: 'integer', minimum: 250, default: 1000, description: 'How often a snapshot is gathered and pushed to open pages.' },
         maxClients: { type: 'integer', minimum: 1, default: 20, description: 'Open dashboard streams at most; more are answered 503.' },
+        metricsIntervalMs: {
+          type: 'integer',
+          minimum: 0,
+          default: 5000,
+          description: 'How often a snapshot is also written to QuestDB as the pipeline\'s own history (metricsTable). 0: never.',
+        },
+        metricsTable: { type: 'string', pattern: '^[A-Za-z_][A-Za-z0-9_]*$', default: 'pipeline_metrics', description: 'QuestDB table of the pipeline\'s metrics (created by the hub).' },
       },
     },
     logIntervalMs: {

@@ -6,7 +6,8 @@
  *   - shows the three NATS nodes of the EVENTS stream as current, and QuestDB as up,
  *   - draws its charts, including window results of the rules, and lists the latest results,
  *   - shows an alert (an overheating episode planted in the data) and a dead letter (a bad event posted while watching),
- * and a screenshot is written to .runtime/test-artifacts/dashboard.png.
+ * and a screenshot is written to .runtime/test-artifacts/dashboard.png. The same snapshots, every second here, are
+ * written to QuestDB's pipeline_metrics table: the test reads the agent's, the hub's and the nodes' back by SQL.
  */
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -18,7 +19,7 @@ import { REPO_ROOT } from '../../scripts/lib/runtime.js';
 import type { DashboardSnapshot } from '../../hub/src/dashboard/pipeline-observer.js';
 import { testStack } from '../support/env.js';
 import { agentPorts, freePort, startAgent, startHub, type AgentPorts, type ManagedProcess } from '../support/processes.js';
-import { waitFor } from '../support/questdb.js';
+import { query, waitFor } from '../support/questdb.js';
 
 const CHROMIUM = process.env.PIPELINE_CHROMIUM ?? '/usr/bin/chromium';
 const stack = testStack();
@@ -53,7 +54,7 @@ const text = (selector: string) => page.locator(selector).innerText();
 before(async () => {
   assert.ok(existsSync(CHROMIUM), `the dashboard test needs Debian's chromium at ${CHROMIUM} (apt-get install chromium; .ci/run does), or PIPELINE_CHROMIUM`);
   hubPort = await freePort();
-  hub = await startHub(`dash-${runId}`, stack.natsUrls, stack.questdbHttp, { HUB_HTTP__PORT: String(hubPort), HUB_DASHBOARD__INTERVALMS: '500', HUB_SINK__FLUSHINTERVALMS: '100' });
+  hub = await startHub(`dash-${runId}`, stack.natsUrls, stack.questdbHttp, { HUB_HTTP__PORT: String(hubPort), HUB_DASHBOARD__INTERVALMS: '500', HUB_DASHBOARD__METRICSINTERVALMS: '1000', HUB_SINK__FLUSHINTERVALMS: '100' });
   ports = await agentPorts();
   agent = await startAgent(agentId, stack.natsUrls, ports, mkdtempSync(join(tmpdir(), 'dash-')), { EDGE_NATS__STATUSINTERVALMS: '500' });
 
@@ -142,5 +143,27 @@ describe('live dashboard', () => {
     const file = join(artifacts, 'dashboard.png');
     await page.screenshot({ path: file, fullPage: true });
     assert.ok(statSync(file).size > 20_000, 'a screenshot with content');
+  });
+
+  test('the pipeline\'s own metrics are written to QuestDB as time series', async () => {
+    type Sample = { stage: string; subject: string; metric: string; samples: number; max_value: number };
+    const sql =
+      `select stage, subject, metric, count() samples, max(value) max_value from pipeline_metrics ` +
+      `where ts > dateadd('m', -5, now()) and (subject = '${agentId}' or stage in ('hub', 'node', 'questdb')) order by stage, subject, metric`;
+    const rows = await waitFor(
+      () => query<Sample>(stack.questdbHttp, sql),
+      (r) => r.some((x) => x.subject === agentId && x.metric === 'accepted_per_s' && x.max_value > 0) && r.some((x) => x.stage === 'hub' && x.metric === 'rows_per_s' && x.max_value > 0),
+      30_000,
+    );
+    const find = (stage: string, metric: string, subject?: string) => rows.find((r) => r.stage === stage && r.metric === metric && (subject === undefined || r.subject === subject));
+    assert.ok(find('edge', 'accepted_per_s', agentId)!.max_value > 0, 'the agent\'s ingest rate');
+    assert.ok(find('edge', 'outbox_fill', agentId), 'the agent\'s outbox fill');
+    assert.ok(find('edge', 'cpu_percent', agentId), 'the agent\'s CPU');
+    assert.ok(find('edge', 'rss_bytes', agentId)!.max_value > 10 * 2 ** 20, 'the agent\'s memory');
+    assert.ok(find('hub', 'latency_p95_ms'), 'the end-to-end latency');
+    assert.ok(find('hub', 'cpu_percent') && find('hub', 'rss_bytes'), 'the hub\'s CPU and memory');
+    assert.equal(new Set(rows.filter((r) => r.stage === 'node' && r.metric === 'current').map((r) => r.subject)).size, 3, 'each NATS node');
+    assert.equal(find('questdb', 'up')!.max_value, 1);
+    assert.ok(find('edge', 'accepted_per_s', agentId)!.samples >= 3, 'a sample every second while the test ran');
   });
 });

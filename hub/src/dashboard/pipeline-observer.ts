@@ -21,7 +21,7 @@ import type { NatsConnection, Subscription } from '@nats-io/transport-node';
 import type { Registry } from 'prom-client';
 import { decodeDeadLetters } from '../../../shared/dead-letter-records.js';
 import type { Logger } from '../../../shared/logger.js';
-import { AGENT_STATUS_SUBJECTS, DLQ_SUBJECTS, EVENTS_STREAM, type AgentStatus } from '../../../shared/wire.js';
+import { AGENT_ID_PATTERN, AGENT_STATUS_SUBJECTS, DLQ_SUBJECTS, EVENTS_STREAM, type AgentStatus } from '../../../shared/wire.js';
 import { errorMessage } from '../errors.js';
 import { decodeHubDeadLetter } from '../sinks/dead-letter-sink.js';
 import type { QuestDbRest } from '../sinks/questdb-rest.js';
@@ -41,6 +41,9 @@ export interface EdgeView {
   hubConnected: boolean;
   /** Since the last report reached the hub. */
   silentForMs: number;
+  /** The agent process's CPU (% of one core, between its last two reports) and resident memory. */
+  cpuPercent: number | null;
+  rssBytes: number | null;
 }
 
 export interface NodeView {
@@ -60,7 +63,19 @@ export interface DashboardSnapshot {
   edges: EdgeView[];
   stream: { name: string; messages: number; bytes: number; messagesPerSec: number; nodes: NodeView[] } | null;
   consumers: Array<{ name: string; pending: number; ackPending: number; redelivered: number; ackedPerSec: number }> | null;
-  hub: { eventsPerSec: number; rowsPerSec: number; deadLetteredPerSec: number; latencyMs: { p50: number; p95: number; p99: number } | null };
+  hub: {
+    name: string;
+    eventsPerSec: number;
+    rowsPerSec: number;
+    deadLetteredPerSec: number;
+    /** Sink flushes that failed, per second (QuestDB refusing or unreachable). */
+    flushFailuresPerSec: number;
+    latencyMs: { p50: number; p95: number; p99: number } | null;
+    /** This hub process: CPU (% of one core over the interval), resident memory and JS heap in use. */
+    cpuPercent: number;
+    rssBytes: number;
+    heapUsedBytes: number;
+  };
   questdb: { ok: boolean; latencyMs: number | null; error?: string };
   windows: { perRule: Array<{ rule: string; points: Array<[number, number]> }>; latest: Array<Record<string, unknown>> } | null;
   alerts: Array<{ ts: string; rule: string; key: string; severity: string; message: string }> | null;
@@ -70,6 +85,8 @@ export interface DashboardSnapshot {
 
 export interface PipelineObserverOptions {
   intervalMs: number;
+  /** This hub's name (its NATS connection name), for the metrics it writes. */
+  hubName: string;
   /** How long an agent may stay unheard of before it leaves the list. @default 1 hour */
   forgetAgentsAfterMs?: number;
   tables?: { windowResults: string; alerts: string };
@@ -77,6 +94,7 @@ export interface PipelineObserverOptions {
 }
 
 const RECENT_DEAD_LETTERS = 30;
+const AGENT_ID = new RegExp(AGENT_ID_PATTERN);
 
 export class PipelineObserver {
   private readonly agents = new Map<string, { status: AgentStatus; heardAt: number; previous?: { status: AgentStatus; heardAt: number } }>();
@@ -84,7 +102,9 @@ export class PipelineObserver {
   private readonly listeners = new Set<(snapshot: DashboardSnapshot) => void>();
   private readonly subscriptions: Subscription[] = [];
   private timer: NodeJS.Timeout | undefined;
-  private previous: { at: number; counters: Map<string, number>; latency: Buckets | undefined; lastSeq?: number; ackFloors: Map<string, number> } | undefined;
+  private previous:
+    | { at: number; counters: Map<string, number>; latency: Buckets | undefined; lastSeq?: number; ackFloors: Map<string, number>; cpuSeconds: number }
+    | undefined;
   private latest: DashboardSnapshot | undefined;
   private collecting = false;
   private readonly now: () => number;
@@ -137,7 +157,8 @@ export class PipelineObserver {
     } catch {
       return;
     }
-    if (typeof status?.agent !== 'string' || typeof status.at !== 'number') return;
+    // Only well-formed ids: they become symbols in pipeline_metrics.
+    if (typeof status?.agent !== 'string' || !AGENT_ID.test(status.agent) || typeof status.at !== 'number') return;
     const known = this.agents.get(status.agent);
     // A restarted agent starts its counters again: rates are taken from its new reports only.
     const previous = known && known.status.startedAt === status.startedAt ? { status: known.status, heardAt: known.heardAt } : undefined;
@@ -197,7 +218,7 @@ export class PipelineObserver {
       this.pingQuestDb(),
       part('windows', () => this.windowResults()),
       part('alerts', () => this.latestAlerts()),
-      this.counters(['hub_events_consumed_total', 'hub_rows_written_total', 'hub_events_dead_lettered_total']),
+      this.counters(['hub_events_consumed_total', 'hub_rows_written_total', 'hub_events_dead_lettered_total', 'hub_flushes_total{result="error"}']),
       this.buckets('hub_ingest_latency_seconds'),
     ]);
 
@@ -206,7 +227,10 @@ export class PipelineObserver {
     const [p50, p95, p99] = [p(0.5), p(0.95), p(0.99)];
     const ackFloors = new Map((consumerInfos ?? []).map((c) => [c.name, c.ack_floor.stream_seq]));
     const lastSeq = streamInfo?.state.last_seq;
-    this.previous = { at, counters, latency: latency ?? undefined, ...(lastSeq !== undefined ? { lastSeq } : {}), ackFloors };
+    const cpu = process.cpuUsage();
+    const cpuSeconds = (cpu.user + cpu.system) / 1e6;
+    this.previous = { at, counters, latency: latency ?? undefined, ...(lastSeq !== undefined ? { lastSeq } : {}), ackFloors, cpuSeconds };
+    const memory = process.memoryUsage();
 
     return {
       at,
@@ -242,6 +266,11 @@ export class PipelineObserver {
           }))
         : null,
       hub: {
+        name: this.options.hubName,
+        flushFailuresPerSec: round(rate(counters.get('hub_flushes_total{result="error"}') ?? 0, before?.counters.get('hub_flushes_total{result="error"}')), 2),
+        cpuPercent: round(rate(cpuSeconds, before?.cpuSeconds) * 100),
+        rssBytes: memory.rss,
+        heapUsedBytes: memory.heapUsed,
         eventsPerSec: round(rate(counters.get('hub_events_consumed_total') ?? 0, before?.counters.get('hub_events_consumed_total'))),
         rowsPerSec: round(rate(counters.get('hub_rows_written_total') ?? 0, before?.counters.get('hub_rows_written_total'))),
         deadLetteredPerSec: round(rate(counters.get('hub_events_dead_lettered_total') ?? 0, before?.counters.get('hub_events_dead_lettered_total'))),
@@ -277,6 +306,8 @@ export class PipelineObserver {
         deadLettersUnforwarded: status.deadLetters.unforwarded,
         hubConnected: status.hubConnected,
         silentForMs: Math.max(0, at - heardAt),
+        cpuPercent: previous && status.process && previous.status.process ? round(((status.process.cpuSeconds - previous.status.process.cpuSeconds) / seconds) * 100) : null,
+        rssBytes: status.process?.rssBytes ?? null,
       });
     }
     return views.sort((a, b) => a.agent.localeCompare(b.agent));
@@ -323,11 +354,14 @@ export class PipelineObserver {
 
   private async counters(names: string[]): Promise<Map<string, number>> {
     const values = new Map<string, number>();
-    for (const name of names) {
-      const metric = this.registry.getSingleMetric(name);
+    for (const wanted of names) {
+      // `name{label="value"}` sums only the series with that label value.
+      const [, name, label, labelValue] = /^([a-z_]+)(?:\{([a-z_]+)="([^"]*)"\})?$/.exec(wanted)!;
+      const metric = this.registry.getSingleMetric(name!);
       if (!metric) continue;
       const reading = await metric.get();
-      values.set(name, reading.values.reduce((sum, v) => sum + v.value, 0));
+      const series = label ? reading.values.filter((v) => v.labels[label] === labelValue) : reading.values;
+      values.set(wanted, series.reduce((sum, v) => sum + v.value, 0));
     }
     return values;
   }
