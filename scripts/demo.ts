@@ -62,7 +62,7 @@ try {
       logDir,
       healthUrl: 'http://127.0.0.1:8091/healthz',
       timeoutMs: 60000,
-      env: { HUB_CONSUMER__ENABLED: 'false', HUB_HTTP__PORT: '8091', HUB_NATS__NAME: 'hub-analytics' },
+      env: { HUB_CONSUMER__ENABLED: 'false', HUB_HTTP__PORT: '8091', HUB_NATS__NAME: 'hub-analytics', HUB_ALERTING__PIPELINE__ENABLED: 'false' },
     }),
   );
   children.push(

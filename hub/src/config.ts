@@ -1,5 +1,7 @@
 /** The hub's configuration: one JSON Schema (defaults and descriptions on every field), loaded once at start. */
 import { hostname } from 'node:os';
+import type { PipelineAlertThresholds } from './alerting/pipeline-alert-rules.js';
+import type { WebhookConfig } from './alerting/webhook-notifier.js';
 import { ConfigError, configPathFromArgv, loadConfig } from '../../shared/config.js';
 import { natsAuthProblems, natsAuthSchemaProperties, type NatsAuthConfig } from '../../shared/nats-auth.js';
 import { DEFAULT_SCHEMA_DIR } from '../../shared/schema-catalog.js';
@@ -58,6 +60,7 @@ export interface HubConfig {
   };
   http: { host: string; port: number };
   dashboard: { enabled: boolean; intervalMs: number; maxClients: number; metricsIntervalMs: number; metricsTable: string };
+  alerting: { pipeline: { enabled: boolean } & PipelineAlertThresholds; webhooks: WebhookConfig[] };
   logIntervalMs: number;
   shutdownTimeoutMs: number;
 }
@@ -403,6 +406,48 @@ export const hubConfigSchema = {
       properties: {
         host: { type: 'string', default: '127.0.0.1', description: 'Address to listen on (0.0.0.0 to expose it).' },
         port: { type: 'integer', minimum: 0, maximum: 65535, default: 8090, description: '`/healthz`, `/metrics` and `/dashboard` port; 0 disables.' },
+      },
+    },
+    alerting: {
+      type: 'object',
+      additionalProperties: false,
+      default: {},
+      description: 'Pipeline alerts raised from the dashboard\'s snapshots, and webhooks that receive every alert (CEP and pipeline) from the ALERTS stream.',
+      properties: {
+        pipeline: {
+          type: 'object',
+          additionalProperties: false,
+          default: {},
+          description: 'Alerts on the pipeline itself, into the ALERTS stream and QuestDB\'s alerts table. With several hub processes, enable them on one.',
+          properties: {
+            enabled: { type: 'boolean', default: true, description: 'Raise pipeline alerts from this hub.' },
+            consumerLagMessages: { type: 'integer', minimum: 1, default: 10000, description: 'pipeline.consumer_lag: messages pending plus unacknowledged on a consumer of EVENTS.' },
+            edgeSilentMs: { type: 'integer', minimum: 1000, default: 60000, description: 'pipeline.edge_silent: no status report from an agent for this long.' },
+            outboxFill: { type: 'number', exclusiveMinimum: 0, maximum: 1, default: 0.8, description: 'pipeline.outbox_filling: share of an agent\'s outbox bound in use.' },
+            edgeErrorRatio: { type: 'number', exclusiveMinimum: 0, maximum: 1, default: 0.05, description: 'pipeline.edge_errors: share of an agent\'s input it refuses.' },
+            forMs: { type: 'integer', minimum: 0, default: 30000, description: 'How long a condition must hold before it is raised.' },
+          },
+        },
+        webhooks: {
+          type: 'array',
+          default: [],
+          description: 'Each gets every alert of the ALERTS stream it wants, POSTed as JSON with an idempotency-key header, retried until a 2xx.',
+          items: {
+            type: 'object',
+            additionalProperties: false,
+            required: ['name', 'url'],
+            properties: {
+              name: { type: 'string', pattern: '^[A-Za-z0-9_-]{1,64}$', description: 'Names its durable consumer (webhook-<name>).' },
+              url: { type: 'string', pattern: '^https?://', description: 'Where alerts are POSTed.' },
+              minSeverity: { enum: ['info', 'warning', 'critical'], default: 'info', description: 'Least severity delivered (resolved pipeline alerts are info).' },
+              rules: { type: 'array', items: { type: 'string' }, default: [], description: 'Rule name prefixes delivered; empty: all.' },
+              headers: { type: 'object', additionalProperties: { type: 'string' }, default: {}, description: 'Extra request headers (e.g. authorization).' },
+              timeoutMs: { type: 'integer', minimum: 100, default: 5000, description: 'Timeout of one POST.' },
+              maxDeliver: { type: 'integer', minimum: 1, default: 20, description: 'Attempts before an alert is given up (logged).' },
+              backoffMs: { type: 'array', items: { type: 'integer', minimum: 0 }, minItems: 1, default: [1000, 5000, 15000, 30000, 60000], description: 'Delays between attempts; the last repeats.' },
+            },
+          },
+        },
       },
     },
     dashboard: {

@@ -16,9 +16,7 @@ import { loadHubConfig, type HubConfig } from './config.js';
 import { ensureDurableConsumer, JetStreamBatchSource } from './consumer/jetstream-consumer.js';
 import { errorMessage, isPermanent } from './errors.js';
 import { healthOf, startStatusServer, type StatusServerOptions } from './http-status-server.js';
-import { dashboardRoutes } from './dashboard/dashboard-routes.js';
-import { PipelineObserver } from './dashboard/pipeline-observer.js';
-import { ensurePipelineMetricsTable, PipelineMetricsWriter } from './sinks/questdb-pipeline-metrics.js';
+import { startObservability, type Observability } from './observability.js';
 import { HubWorker, systemClock, type WorkerStatus } from './hub-worker.js';
 import { HubMetrics } from './metrics.js';
 import { createQuestDbSink } from './sinks/questdb-sink.js';
@@ -187,8 +185,7 @@ async function main(): Promise<number> {
       ...(analytics ? { analytics: analytics.status() } : {}),
     }),
   };
-  let observer: PipelineObserver | undefined;
-  let metricsWriter: PipelineMetricsWriter | undefined;
+  let observability: Observability | undefined;
   try {
     // Up before the start-up steps, so an orchestrator sees 503 "starting" rather than a closed port.
     if (config.http.port > 0) {
@@ -231,19 +228,13 @@ async function main(): Promise<number> {
     };
     const rest = new QuestDbRest({ ...questdb, timeoutMs: config.questdb.requestTimeoutMs });
     await retrying('questdb tables', () => ensureTables(rest, tables, log), shutdown.signal, log);
-    if (config.dashboard.enabled && statusServer) {
-      observer = new PipelineObserver(nc, jsm, metrics.registry, rest, { intervalMs: config.dashboard.intervalMs, hubName: config.nats.name }, log);
-      if (config.dashboard.metricsIntervalMs > 0) {
-        const { metricsTable: table, metricsIntervalMs: intervalMs } = config.dashboard;
-        await retrying('questdb pipeline metrics table', () => ensurePipelineMetricsTable(rest, table, log), shutdown.signal, log);
-        const writer = new PipelineMetricsWriter({ ...questdb, requestTimeoutMs: config.questdb.requestTimeoutMs, hubName: config.nats.name, table, intervalMs }, log);
-        observer.subscribe((snapshot) => writer.offer(snapshot));
-        metricsWriter = writer;
-      }
-      observer.start();
-      statusOptions.routes = dashboardRoutes(observer, config.dashboard.maxClients);
-      log.info({ url: `http://${config.http.host}:${statusServer.port}/dashboard` }, 'dashboard served');
-    }
+    const statusServerNow = statusServer;
+    observability = await retrying(
+      'dashboard, pipeline metrics and alerts',
+      () => startObservability(config, { nc, jsm, registry: metrics.registry, rest, questdb, status: statusServerNow && { options: statusOptions, port: statusServerNow.port }, log }),
+      shutdown.signal,
+      log,
+    );
     const sink = analyticsOnly ? undefined : await retrying(
       'questdb sender',
       () =>
@@ -363,8 +354,7 @@ async function main(): Promise<number> {
     }
   } finally {
     stopStats();
-    observer?.stop();
-    await metricsWriter?.close();
+    await observability?.stop();
     await schemaWatch?.stop();
     await statusServer?.close();
     await nc.drain().catch(() => undefined);

@@ -87,7 +87,7 @@ export interface PipelineObserverOptions {
   intervalMs: number;
   /** This hub's name (its NATS connection name), for the metrics it writes. */
   hubName: string;
-  /** How long an agent may stay unheard of before it leaves the list. @default 1 hour */
+  /** How long an agent may stay unheard of before it leaves the list (and its silence alert resolves). @default 1 day */
   forgetAgentsAfterMs?: number;
   tables?: { windowResults: string; alerts: string };
   now?: () => number;
@@ -285,7 +285,7 @@ export class PipelineObserver {
   }
 
   private edgeViews(at: number): EdgeView[] {
-    const forgetAfter = this.options.forgetAgentsAfterMs ?? 3_600_000;
+    const forgetAfter = this.options.forgetAgentsAfterMs ?? 86_400_000;
     const views: EdgeView[] = [];
     for (const [agent, { status, heardAt, previous }] of this.agents) {
       if (at - heardAt > forgetAfter) {
