@@ -13,6 +13,7 @@ export type StreamRetention = 'interest' | 'limits';
 export interface HubConfig {
   nats: NatsAuthConfig & { servers: string[]; name: string };
   questdb: { httpUrl: string; username?: string; password?: string; requestTimeoutMs: number; retryTimeoutMs: number };
+  rollups: { enabled: boolean; refreshEveryMinutes: number };
   consumer: { enabled: boolean; durableName: string; ackWaitMs: number; maxAckPendingMessages: number; pullMaxMessages: number };
   sink: {
     maxRows: number;
@@ -118,6 +119,21 @@ export const hubConfigSchema = {
           minimum: 0,
           default: 1000,
           description: 'How long the ILP client itself retries a failed flush before the hub\'s own backoff takes over.',
+        },
+      },
+    },
+    rollups: {
+      type: 'object',
+      additionalProperties: false,
+      default: {},
+      description: 'Hourly and daily rollups (QuestDB materialized views) of telemetry, app events and alerts, created at start.',
+      properties: {
+        enabled: { type: 'boolean', default: true, description: 'Create the rollup views that are missing (existing ones are kept either way).' },
+        refreshEveryMinutes: {
+          type: 'integer',
+          minimum: 0,
+          default: 1,
+          description: 'Refresh interval of the hourly views; 0 refreshes them after every commit (costly: each refresh recomputes whole hours).',
         },
       },
     },

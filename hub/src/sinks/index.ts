@@ -8,6 +8,8 @@ export { RowMappings, STANDARD_COLUMNS, mapEvent, rowMappingOf, writeRow } from 
 export type { Field, IlpRowWriter, MapResult, Row, RowMapping } from './questdb-rows.js';
 export { createTableSql, ensureTables, planTable, tableSpecs } from './questdb-tables.js';
 export type { TableSpec } from './questdb-tables.js';
+export { DEFAULT_ROLLUP_BASES, createRollupSql, ensureRollups, rollUp, rollupSpecs } from './questdb-rollups.js';
+export type { RollupBaseTables, RollupMeasure, RollupSetup, RollupSpec } from './questdb-rollups.js';
 export { decodeHubDeadLetter, deadLetterMessageId, encodeHubDeadLetter, hubDeadLetterSubject, toDeadLetterRecord } from './dead-letter-sink.js';
 export type { DeadLetter, DeadLetterReason, DeadLetterSink, HubDeadLetterRecord } from './dead-letter-sink.js';
 export { JetStreamDeadLetterSink } from './jetstream-dead-letter-sink.js';
