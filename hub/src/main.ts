@@ -17,6 +17,7 @@ import { ensureDurableConsumer, JetStreamBatchSource } from './consumer/jetstrea
 import { errorMessage, isPermanent } from './errors.js';
 import { healthOf, startStatusServer, type StatusServerOptions } from './http-status-server.js';
 import { startObservability, type Observability } from './observability.js';
+import { ensureRollups, rollupSpecs } from './sinks/questdb-rollups.js';
 import { HubWorker, systemClock, type WorkerStatus } from './hub-worker.js';
 import { HubMetrics } from './metrics.js';
 import { createQuestDbSink } from './sinks/questdb-sink.js';
@@ -331,6 +332,11 @@ async function main(): Promise<number> {
         log,
       );
       log.info({ workerId: config.analytics.workerId, partitions: config.analytics.partitions }, 'analytics running');
+    }
+    if (config.rollups.enabled) {
+      // After the analytics tables (the alerts rollups read them); QuestDB fills new views in the background.
+      const rollups = rollupSpecs(undefined, { refreshEveryMinutes: config.rollups.refreshEveryMinutes });
+      await retrying('questdb rollups', () => ensureRollups(rest, rollups, log), shutdown.signal, log);
     }
     if (worker) {
       stopStats = startStatsLog(worker, config.logIntervalMs, log);
