@@ -232,7 +232,7 @@ async function main(): Promise<number> {
     const statusServerNow = statusServer;
     observability = await retrying(
       'dashboard, pipeline metrics and alerts',
-      () => startObservability(config, { nc, jsm, registry: metrics.registry, rest, questdb, status: statusServerNow && { options: statusOptions, port: statusServerNow.port }, log }),
+      () => startObservability(config, { nc, jsm, metrics, rest, questdb, status: statusServerNow && { options: statusOptions, port: statusServerNow.port }, log }),
       shutdown.signal,
       log,
     );

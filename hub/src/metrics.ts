@@ -25,6 +25,11 @@ export class HubMetrics {
   readonly bufferedRows: Gauge;
   readonly heldMessages: Gauge;
   readonly sinkFailing: Gauge;
+  /** Set from the dashboard's snapshots (observability.ts): the cluster's view, the same on every hub process. */
+  readonly consumerPending: Gauge<'consumer'>;
+  readonly consumerAckPending: Gauge<'consumer'>;
+  readonly edgeOutboxRows: Gauge<'agent'>;
+  readonly edgeLastReportAge: Gauge<'agent'>;
 
   constructor(readonly registry: Registry = new Registry(), options: { defaultMetrics?: boolean } = {}) {
     const registers = [registry];
@@ -115,5 +120,9 @@ export class HubMetrics {
     this.bufferedRows = new Gauge({ name: 'hub_buffered_rows', help: 'Rows written to the sink and not yet confirmed', registers });
     this.heldMessages = new Gauge({ name: 'hub_held_messages', help: 'Messages received and not yet acked', registers });
     this.sinkFailing = new Gauge({ name: 'hub_sink_failing', help: '1 while flushes fail', registers });
+    this.consumerPending = new Gauge({ name: 'hub_consumer_pending_messages', help: 'Messages of EVENTS not yet delivered to a durable consumer (its lag)', labelNames: ['consumer'], registers });
+    this.consumerAckPending = new Gauge({ name: 'hub_consumer_ack_pending_messages', help: 'Messages delivered to a durable consumer of EVENTS and not yet acked', labelNames: ['consumer'], registers });
+    this.edgeOutboxRows = new Gauge({ name: 'hub_edge_outbox_rows', help: "Events waiting in an edge agent's outbox, from its last status report", labelNames: ['agent'], registers });
+    this.edgeLastReportAge = new Gauge({ name: 'hub_edge_last_report_age_seconds', help: 'Seconds since an edge agent last reported its status', labelNames: ['agent'], registers });
   }
 }

@@ -7,7 +7,6 @@
  */
 import { jetstream, type JetStreamManager } from '@nats-io/jetstream';
 import type { NatsConnection } from '@nats-io/transport-node';
-import type { Registry } from 'prom-client';
 import type { Logger } from '../../shared/logger.js';
 import { PipelineAlertEvaluator } from './alerting/pipeline-alert-rules.js';
 import { PipelineAlerts } from './alerting/pipeline-alerts.js';
@@ -16,6 +15,8 @@ import type { HubConfig } from './config.js';
 import { dashboardRoutes } from './dashboard/dashboard-routes.js';
 import { PipelineObserver } from './dashboard/pipeline-observer.js';
 import type { StatusServerOptions } from './http-status-server.js';
+import type { HubMetrics } from './metrics.js';
+import type { DashboardSnapshot } from './dashboard/pipeline-observer.js';
 import { JetStreamAlertSink } from './sinks/jetstream-alert-sink.js';
 import { createQuestDbAnalyticsSink, type QuestDbAnalyticsSink } from './sinks/questdb-analytics-sink.js';
 import { ensurePipelineMetricsTable, PipelineMetricsWriter } from './sinks/questdb-pipeline-metrics.js';
@@ -24,7 +25,7 @@ import type { QuestDbRest } from './sinks/questdb-rest.js';
 export interface ObservabilityDeps {
   nc: NatsConnection;
   jsm: JetStreamManager;
-  registry: Registry;
+  metrics: HubMetrics;
   rest: QuestDbRest;
   questdb: { httpUrl: string; username?: string | undefined; password?: string | undefined };
   /** The running status server's options (routes are added to them) and port; undefined when http.port is 0. */
@@ -38,7 +39,7 @@ export interface Observability {
 
 /** Throws when a table cannot be made or a webhook consumer cannot be created (the caller retries). */
 export async function startObservability(config: HubConfig, deps: ObservabilityDeps): Promise<Observability> {
-  const { nc, jsm, registry, rest, questdb, status, log } = deps;
+  const { nc, jsm, metrics, rest, questdb, status, log } = deps;
   const webhooks: WebhookNotifier[] = [];
   let observer: PipelineObserver | undefined;
   let metricsWriter: PipelineMetricsWriter | undefined;
@@ -52,7 +53,7 @@ export async function startObservability(config: HubConfig, deps: ObservabilityD
   try {
     const dashboard = config.dashboard.enabled && status !== undefined;
     if (dashboard || config.alerting.pipeline.enabled || config.dashboard.metricsIntervalMs > 0) {
-      observer = new PipelineObserver(nc, jsm, registry, rest, { intervalMs: config.dashboard.intervalMs, hubName: config.nats.name }, log);
+      observer = new PipelineObserver(nc, jsm, metrics.registry, rest, { intervalMs: config.dashboard.intervalMs, hubName: config.nats.name }, log);
       if (config.dashboard.metricsIntervalMs > 0) {
         const { metricsTable: table, metricsIntervalMs: intervalMs } = config.dashboard;
         await ensurePipelineMetricsTable(rest, table, log);
@@ -72,6 +73,7 @@ export async function startObservability(config: HubConfig, deps: ObservabilityD
         const alerts = new PipelineAlerts(new PipelineAlertEvaluator(config.alerting.pipeline), new JetStreamAlertSink(jetstream(nc), config.deadLetters.publishTimeoutMs), table, log);
         observer.subscribe((snapshot) => alerts.offer(snapshot));
       }
+      observer.subscribe((snapshot) => exportGauges(metrics, snapshot));
       observer.start();
       if (dashboard) {
         status.options.routes = dashboardRoutes(observer, config.dashboard.maxClients);
@@ -88,4 +90,22 @@ export async function startObservability(config: HubConfig, deps: ObservabilityD
     throw error;
   }
   return { stop };
+}
+
+/** The snapshot's cluster-wide numbers on /metrics too, so Prometheus can alert on lag and silent agents. */
+function exportGauges(metrics: HubMetrics, snapshot: DashboardSnapshot): void {
+  if (snapshot.consumers) {
+    metrics.consumerPending.reset();
+    metrics.consumerAckPending.reset();
+    for (const c of snapshot.consumers) {
+      metrics.consumerPending.set({ consumer: c.name }, c.pending);
+      metrics.consumerAckPending.set({ consumer: c.name }, c.ackPending);
+    }
+  }
+  metrics.edgeOutboxRows.reset();
+  metrics.edgeLastReportAge.reset();
+  for (const e of snapshot.edges) {
+    metrics.edgeOutboxRows.set({ agent: e.agent }, e.outboxRows);
+    metrics.edgeLastReportAge.set({ agent: e.agent }, e.silentForMs / 1000);
+  }
 }

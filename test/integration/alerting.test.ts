@@ -109,12 +109,13 @@ describe('alerting', () => {
     assert.match(delivered[0]!.body.message, new RegExp(`agent ${agentId} silent for \\d+ s`));
 
     const rows = await waitFor(
-      () => query<{ severity: string; message: string }>(stack.questdbHttp, `select severity, message from alerts where rule = 'pipeline.edge_silent' and key = '${agentId}'`),
+      () => query<{ severity: string; message: string; rule_version: string }>(stack.questdbHttp, `select severity, message, rule_version from alerts where rule = 'pipeline.edge_silent' and key = '${agentId}'`),
       (r) => r.length > 0,
       15_000,
     );
     assert.equal(rows.length, 1, 'one row in QuestDB');
     assert.equal(rows[0]!.severity, 'critical');
+    assert.match(rows[0]!.rule_version, /^[0-9a-f]{16}$/, 'lineage: the thresholds that raised it');
     const info = await (await jetstreamManager(nc)).streams.getMessage(ALERTS_STREAM, { last_by_subj: 'alerts.pipeline_edge_silent' });
     assert.ok(info, 'in the ALERTS stream');
     assert.equal(info!.header?.get('Nats-Msg-Id'), delivered[0]!.key, 'the webhook\'s idempotency key is the stream\'s message id');

@@ -150,13 +150,13 @@ describe('analytics tables', () => {
     assert.equal(
       windows,
       'CREATE TABLE IF NOT EXISTS "window_results" ("ts" TIMESTAMP, "rule" SYMBOL, "key" SYMBOL, "window_end" TIMESTAMP, "revision" LONG, ' +
-        '"final" BOOLEAN, "superseded" BOOLEAN, "text_values" VARCHAR, "written_at" TIMESTAMP, "stream_partition" LONG) ' +
+        '"final" BOOLEAN, "superseded" BOOLEAN, "text_values" VARCHAR, "written_at" TIMESTAMP, "stream_partition" LONG, "rule_version" SYMBOL) ' +
         'TIMESTAMP("ts") PARTITION BY DAY WAL DEDUP UPSERT KEYS("ts", "rule", "key", "stream_partition")',
     );
     assert.equal(
       alerts,
       'CREATE TABLE IF NOT EXISTS "alerts" ("ts" TIMESTAMP, "rule" SYMBOL, "key" SYMBOL, "severity" SYMBOL, "message" VARCHAR, ' +
-        '"details" VARCHAR, "written_at" TIMESTAMP) TIMESTAMP("ts") PARTITION BY DAY WAL DEDUP UPSERT KEYS("ts", "rule", "key")',
+        '"details" VARCHAR, "written_at" TIMESTAMP, "rule_version" SYMBOL) TIMESTAMP("ts") PARTITION BY DAY WAL DEDUP UPSERT KEYS("ts", "rule", "key")',
     );
   });
 
@@ -172,6 +172,7 @@ describe('analytics tables', () => {
     ]);
     assert.deepEqual(plan.statements, [
       'ALTER TABLE "alerts" ADD COLUMN IF NOT EXISTS "written_at" TIMESTAMP',
+      'ALTER TABLE "alerts" ADD COLUMN IF NOT EXISTS "rule_version" SYMBOL',
       'ALTER TABLE "alerts" DEDUP ENABLE UPSERT KEYS("ts", "rule", "key")',
     ]);
     assert.deepEqual(plan.problems, ['column details is DOUBLE, must be VARCHAR']);
@@ -363,4 +364,12 @@ describe('QuestDbAnalyticsSink', () => {
     assert.equal(s.discard(1), 2);
     assert.equal(s.bufferedRows, 0);
   });
+});
+
+test('lineage: a window result and an alert carry the version of their rule as rule_version', () => {
+  const { rows } = analyticsRows([result({ ruleVersion: 'abc123' }), { type: 'alert', rule: 'hot', key: 'dev-1', severity: 'warning', ts: T0, message: 'm', details: {}, ruleVersion: 'def456' }]);
+  assert.deepEqual(rows.map((r) => r.symbols.find((s) => s.name === 'rule_version')?.value), ['abc123', 'def456']);
+  const { rows: older } = analyticsRows([result()]);
+  assert.equal(older[0]!.symbols.some((s) => s.name === 'rule_version'), false, 'none given, none written (null)');
+  assert.ok(analyticsTableSpecs().every((spec) => spec.columns.some((c) => c.name === 'rule_version' && c.sqlType === 'SYMBOL')));
 });

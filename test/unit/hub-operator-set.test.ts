@@ -1,6 +1,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { OperatorSet } from '../../hub/src/analytics/operator-set.js';
+import { OperatorSet, ruleHash } from '../../hub/src/analytics/operator-set.js';
 import type { Rule, WindowResult } from '../../hub/src/operators/index.js';
 import type { EventBatch, WireEvent } from '../../shared/wire.js';
 
@@ -112,4 +112,15 @@ test('the resent-batch guard remembers a bounded number of ranges per agent', as
   assert.equal(guard.seenBefore('a', 20, 29, 'e2'), true, 'the last 4 are remembered');
   assert.equal(guard.seenBefore('a', 0, 9, 'e0'), false, 'older ones are forgotten');
   assert.deepEqual(guard.snapshot().a?.length, 4);
+});
+
+test('lineage: each window result names the version of the rule that made it, which changes with the rule', () => {
+  const set = new OperatorSet([countRule], watermark);
+  const versionsOf = (outputs: unknown[] | undefined) => (outputs ?? []).filter((o): o is WindowResult => (o as WindowResult).type === 'window_result').map((r) => r.ruleVersion);
+  const first = [1, 2, 3].flatMap((seq) => versionsOf(set.apply(input[seq - 1]![1], seq, 0)));
+  assert.ok(first.length > 0 && first.every((v) => v === ruleHash(countRule)), `stamped: ${first.join()}`);
+  const changed = { ...countRule, allowedLatenessMs: 500 } as Rule;
+  set.setRules([changed]);
+  const later = [...versionsOf(set.apply(input[3]![1], 4, 0)), ...versionsOf(set.apply(batch('a1', [event('d2', 40_000, 5)]), 5, 0))];
+  assert.ok(later.length > 0 && later.every((v) => v === ruleHash(changed)) && ruleHash(changed) !== ruleHash(countRule));
 });

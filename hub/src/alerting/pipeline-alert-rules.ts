@@ -13,6 +13,7 @@
  * Pure: time is the snapshots' `at`. The alert's `ts` is when the condition began, so its identity (rule, key, ts)
  * and its message id in the ALERTS stream stay the same whichever later snapshot raises it.
  */
+import { createHash } from 'node:crypto';
 import type { DashboardSnapshot } from '../dashboard/pipeline-observer.js';
 import type { Alert, Severity } from '../operators/operator.js';
 
@@ -50,8 +51,13 @@ interface Episode {
 
 export class PipelineAlertEvaluator {
   private readonly episodes = new Map<string, Episode>();
+  /** Lineage (rule_version in QuestDB): the thresholds that raised an alert, as a content hash. */
+  readonly version: string;
 
-  constructor(private readonly thresholds: PipelineAlertThresholds = DEFAULT_PIPELINE_ALERT_THRESHOLDS) {}
+  constructor(private readonly thresholds: PipelineAlertThresholds = DEFAULT_PIPELINE_ALERT_THRESHOLDS) {
+    const { consumerLagMessages, edgeSilentMs, outboxFill, edgeErrorRatio, forMs } = thresholds;
+    this.version = createHash('sha256').update(JSON.stringify({ consumerLagMessages, edgeSilentMs, outboxFill, edgeErrorRatio, forMs })).digest('hex').slice(0, 16);
+  }
 
   /** The alerts this snapshot raises or resolves. */
   evaluate(snapshot: DashboardSnapshot): Alert[] {
@@ -70,6 +76,7 @@ export class PipelineAlertEvaluator {
           ts: episode.since,
           message: condition.message,
           details: { state: 'firing', ...condition.details },
+          ruleVersion: this.version,
         };
         alerts.push(episode.raised);
       }
@@ -86,6 +93,7 @@ export class PipelineAlertEvaluator {
         ts: at,
         message: `resolved: ${episode.raised.message}`,
         details: { state: 'resolved', firedAt: episode.raised.ts, lastedMs: at - episode.since },
+        ruleVersion: this.version,
       });
     }
     return alerts;

@@ -45,6 +45,12 @@ export function ruleHash(rule: Rule): string {
   return createHash('sha256').update(stableJson(rule)).digest('hex').slice(0, 16);
 }
 
+/** Lineage: window results and alerts name the version of the rule that made them (rule_version in QuestDB). */
+function stamped(outputs: OperatorOutput[], ruleVersion: string): OperatorOutput[] {
+  for (const output of outputs) if (output.type !== 'late_event') output.ruleVersion = ruleVersion;
+  return outputs;
+}
+
 export class OperatorSet {
   private running = new Map<string, RunningRule>();
   private readonly watermark: PartitionedWatermark;
@@ -102,9 +108,9 @@ export class OperatorSet {
     const outputs: OperatorOutput[] = [];
     let newestTs = -Infinity;
     for (const event of batch.events) {
-      for (const { operator } of this.running.values()) {
+      for (const { operator, hash } of this.running.values()) {
         const produced = operator.onEvent(event);
-        if (produced.length > 0) outputs.push(...produced);
+        if (produced.length > 0) outputs.push(...stamped(produced, hash));
       }
       if (event.ts > newestTs) newestTs = event.ts;
     }
@@ -121,9 +127,9 @@ export class OperatorSet {
     if (watermark === null || watermark === this.lastWatermark) return [];
     this.lastWatermark = watermark;
     const outputs: OperatorOutput[] = [];
-    for (const { operator } of this.running.values()) {
+    for (const { operator, hash } of this.running.values()) {
       const produced = operator.onWatermark(watermark);
-      if (produced.length > 0) outputs.push(...produced);
+      if (produced.length > 0) outputs.push(...stamped(produced, hash));
     }
     return outputs;
   }

@@ -39,6 +39,8 @@ export interface WindowResult {
   revision: number;
   /** Session windows only: earlier emitted sessions this one absorbed (a late event bridged them); delete them. */
   replaces?: WindowBounds[];
+  /** Lineage: the version (content hash) of the rule that made it; stamped by the operator set. */
+  ruleVersion?: string;
 }
 
 /** Side output: an event too late for the rule. It is never dropped silently; the caller logs or dead-letters it. */
@@ -60,6 +62,8 @@ export interface Alert {
   ts: number;
   message: string;
   details: { [field: string]: Json };
+  /** Lineage: the version (content hash) of the rule that raised it; stamped by the operator set. */
+  ruleVersion?: string;
 }
 
 export type OperatorOutput = WindowResult | LateEvent | Alert;

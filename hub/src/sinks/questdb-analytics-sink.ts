@@ -69,6 +69,8 @@ export interface AnalyticsTableSpec {
 const WRITTEN_AT = 'written_at';
 /** The non-numeric aggregates of a window result, as one JSON object. */
 const TEXT_VALUES = 'text_values';
+/** Lineage: the version (content hash) of the rule that made the row; null for rows of older hubs. */
+const RULE_VERSION = 'rule_version';
 /** The EVENTS partition whose processor made a window result (-1: unknown, in tests that write without one). */
 const STREAM_PARTITION = 'stream_partition';
 
@@ -87,6 +89,7 @@ export function analyticsTableSpecs(tables: AnalyticsTables = DEFAULT_ANALYTICS_
         { name: TEXT_VALUES, sqlType: 'VARCHAR' },
         { name: WRITTEN_AT, sqlType: 'TIMESTAMP' },
         { name: STREAM_PARTITION, sqlType: 'LONG' },
+        { name: RULE_VERSION, sqlType: 'SYMBOL' },
       ],
       dedupKeys: ['ts', 'rule', 'key', STREAM_PARTITION],
     },
@@ -100,6 +103,7 @@ export function analyticsTableSpecs(tables: AnalyticsTables = DEFAULT_ANALYTICS_
         { name: 'message', sqlType: 'VARCHAR' },
         { name: 'details', sqlType: 'VARCHAR' },
         { name: WRITTEN_AT, sqlType: 'TIMESTAMP' },
+        { name: RULE_VERSION, sqlType: 'SYMBOL' },
       ],
       dedupKeys: ['ts', 'rule', 'key'],
     },
@@ -243,6 +247,7 @@ function windowRow(table: string, ts: number, result: WindowResult, partition: n
     symbols: [
       { name: 'rule', value: result.rule },
       { name: 'key', value: result.key },
+      ...(result.ruleVersion !== undefined ? [{ name: RULE_VERSION, value: result.ruleVersion }] : []),
     ],
     fields: [...fields, { name: STREAM_PARTITION, kind: 'long', value: partition }],
   };
@@ -262,6 +267,7 @@ function alertRow(alert: Alert, table: string, rows: AnalyticsRow[], problems: s
       { name: 'rule', value: alert.rule },
       { name: 'key', value: alert.key },
       { name: 'severity', value: alert.severity },
+      ...(alert.ruleVersion !== undefined ? [{ name: RULE_VERSION, value: alert.ruleVersion }] : []),
     ],
     fields: [
       { name: 'message', kind: 'string', value: alert.message },
