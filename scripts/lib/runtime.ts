@@ -133,6 +133,22 @@ async function ensureNatsServer(log: (s: string) => void): Promise<string> {
   return cached;
 }
 
+const GOFAKES3_VERSION = '1.2.0';
+
+/**
+ * An S3-compatible server for the data lake test (gofakes3, in memory), built with `go install` into .runtime/bin
+ * like nats-server (about 15 s once). Not part of the product: any S3-compatible store is a target.
+ */
+export async function ensureS3TestServer(log: (s: string) => void = (s) => process.stderr.write(`${s}\n`)): Promise<string> {
+  const cached = join(RUNTIME_BIN_DIR, 'gofakes3');
+  if (existsSync(cached)) return cached;
+  if (!which('go')) throw new Error("the S3 test server (gofakes3) is missing and 'go' is not on PATH to build it");
+  mkdirSync(RUNTIME_BIN_DIR, { recursive: true });
+  log(`building gofakes3 v${GOFAKES3_VERSION} with 'go install' into ${RUNTIME_BIN_DIR} (about 15 s cold)...`);
+  await runInherit('go', ['install', `github.com/johannesboyne/gofakes3/cmd/gofakes3@v${GOFAKES3_VERSION}`], { env: { ...process.env, GOBIN: RUNTIME_BIN_DIR } });
+  return cached;
+}
+
 async function ensureQuestdbJar(log: (s: string) => void): Promise<string> {
   const jar = join(QUESTDB_DIR, `questdb-${QUESTDB_VERSION}.jar`);
   if (existsSync(jar)) return jar;

@@ -2,11 +2,12 @@
  * The data lake export against the real QuestDB: a table with rows on three past days and today is exported as one
  * Parquet file per complete day (read back with hyparquet: every row and value as in QuestDB), a second run does
  * nothing, a run interrupted after a day's Parquet file but before its manifest redoes only that day, `force`
- * re-exports a day revised by a late row, and today (not settled) is never exported. The CLI does the same.
+ * re-exports a day revised by a late row, and today (not settled) is never exported. The CLI does the same, and an
+ * S3-compatible store (gofakes3, built like nats-server) takes the same files through the AWS SDK.
  */
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { execFile } from 'node:child_process';
+import { execFile, spawn, type ChildProcess } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -16,7 +17,11 @@ import { parquetReadObjects } from 'hyparquet';
 import { compressors } from 'hyparquet-compressors';
 import { pino } from 'pino';
 import { REPO_ROOT } from '../../scripts/lib/runtime.js';
-import { dayFile, dayOf, exportDays, questDbExportSource } from '../../hub/src/export/parquet-exporter.js';
+import { FolderTarget, S3Target } from '../../hub/src/export/lake-targets.js';
+import { dayKey, dayOf, exportDays, questDbExportSource } from '../../hub/src/export/parquet-exporter.js';
+import { GetObjectCommand, ListObjectsV2Command, S3Client } from '@aws-sdk/client-s3';
+import { freePort } from '../../scripts/lib/processes.js';
+import { ensureS3TestServer } from '../../scripts/lib/runtime.js';
 import { QuestDbRest } from '../../hub/src/sinks/questdb-rest.js';
 import { testStack } from '../support/env.js';
 import { query, waitFor } from '../support/questdb.js';
@@ -32,7 +37,8 @@ const today = Date.parse(`${dayOf(Date.now())}T00:00:00Z`);
 const days = [5, 4, 3].map((back) => today - back * DAY);
 const rest = new QuestDbRest({ httpUrl: stack.questdbHttp, timeoutMs: 30_000 });
 const source = questDbExportSource(rest, { httpUrl: stack.questdbHttp, timeoutMs: 30_000 });
-const options = { target, tables: [table], settleMs: 3_600_000, force: false, now: Date.now };
+const options = { target: new FolderTarget(target), tables: [table], settleMs: 3_600_000, force: false, now: Date.now };
+const dayFile = (_root: string, t: string, day: string) => join(target, dayKey(t, day));
 
 type Row = {
   ts: string;
@@ -46,9 +52,9 @@ async function insert(rows: Array<[number, string, number, string | null]>): Pro
   await rest.exec(`INSERT INTO ${table} (ts, device, value, note) VALUES ${values.join(', ')}`);
 }
 
-async function readParquet(file: string): Promise<Row[]> {
-  const buffer = readFileSync(file);
-  const rows = (await parquetReadObjects({ file: buffer.buffer.slice(buffer.byteOffset, buffer.byteOffset + buffer.byteLength), compressors })) as Array<{ ts: Date; device: string; value: number; note: string | null }>;
+async function readParquet(file: string | Buffer): Promise<Row[]> {
+  const buffer = typeof file === 'string' ? readFileSync(file) : file;
+  const rows = (await parquetReadObjects({ file: new Uint8Array(buffer).buffer, compressors })) as Array<{ ts: Date; device: string; value: number; note: string | null }>;
   return rows.map((r) => ({ ts: r.ts.toISOString(), device: r.device, value: r.value, note: r.note }));
 }
 
@@ -89,7 +95,8 @@ describe('Parquet export of QuestDB tables, one file per day', () => {
   });
 
   test('a second run does nothing; an interrupted day is redone alone', async () => {
-    assert.deepEqual({ ...(await exportDays(source, options, log)), exported: [] }, { exported: [], skipped: 3, empty: 0 });
+    // The two days between the last one with rows and today are empty: looked at each run, nothing written.
+    assert.deepEqual({ ...(await exportDays(source, options, log)), exported: [] }, { exported: [], skipped: 3, empty: 2 });
     const middle = dayFile(target, table, dayOf(days[1]!));
     rmSync(`${middle}.json`); // stopped after the Parquet file, before its manifest
     writeFileSync(`${middle}.tmp-99999`, 'half a file'); // and another run died while writing
@@ -119,11 +126,51 @@ describe('Parquet export of QuestDB tables, one file per day', () => {
       assert.match(first.stdout, /3 day\(s\) exported, 0 already done/);
       const second = await run(process.execPath, args, { cwd: REPO_ROOT, env });
       assert.match(second.stdout, /0 day\(s\) exported, 3 already done/);
-      const bad = await run(process.execPath, [...args.slice(0, 4), lake, '--tables', 'no such table'], { cwd: REPO_ROOT, env }).catch((e: { code: number; stderr: string }) => e);
+      const bad = await run(process.execPath, [...args.slice(0, 5), '--tables', 'no such table'], { cwd: REPO_ROOT, env }).catch((e: { code: number; stderr: string }) => e);
       assert.equal((bad as { code: number }).code, 1);
       assert.match((bad as { stderr: string }).stderr, /not a table name/);
     } finally {
       rmSync(lake, { recursive: true, force: true });
+    }
+  });
+});
+
+describe('Parquet export into an S3-compatible store', () => {
+  let s3server: ChildProcess;
+  let endpoint: string;
+  const credentials = { AWS_ACCESS_KEY_ID: 'lake-test', AWS_SECRET_ACCESS_KEY: 'lake-test-secret', AWS_REGION: 'us-east-1' };
+
+  before(async () => {
+    const binary = await ensureS3TestServer();
+    const port = await freePort();
+    endpoint = `http://127.0.0.1:${port}`;
+    s3server = spawn(binary, ['-backend', 'memory', '-autobucket', '-host', `127.0.0.1:${port}`], { stdio: 'ignore' });
+    await waitFor(() => fetch(`${endpoint}/`).then(() => true, () => false), (up) => up, 15_000, 100);
+    Object.assign(process.env, credentials);
+  });
+
+  after(() => {
+    s3server?.kill();
+  });
+
+  test('each day lands as an object with its manifest; a second run writes nothing; the CLI takes s3:// URLs', async () => {
+    const lake = new S3Target({ bucket: 'lake', prefix: `runs/${runId}`, endpoint, region: 'us-east-1', forcePathStyle: true });
+    const report = await exportDays(source, { ...options, target: lake, force: false }, log);
+    assert.deepEqual(report.exported.map((e) => e.location), days.map((day) => `s3://lake/runs/${runId}/${dayKey(table, dayOf(day))}`));
+    const client = new S3Client({ endpoint, region: 'us-east-1', forcePathStyle: true });
+    try {
+      const object = await client.send(new GetObjectCommand({ Bucket: 'lake', Key: `runs/${runId}/${dayKey(table, dayOf(days[2]!))}` }));
+      assert.deepEqual(await readParquet(Buffer.from(await object.Body!.transformToByteArray())), await fromQuestDb(days[2]!));
+      assert.deepEqual({ ...(await exportDays(source, { ...options, target: lake, force: false }, log)), exported: [] }, { exported: [], skipped: 3, empty: 2 });
+
+      const env = { ...process.env, ...credentials, AWS_ENDPOINT_URL: endpoint, HUB_QUESTDB__HTTPURL: stack.questdbHttp, LOG_LEVEL: 'warn' };
+      const cli = await run(process.execPath, ['--import', 'tsx', join(REPO_ROOT, 'hub/src/export/export-cli.ts'), '--to', `s3://lake/cli-${runId}`, '--tables', table], { cwd: REPO_ROOT, env });
+      assert.match(cli.stdout, /3 day\(s\) exported/);
+      const listed = await client.send(new ListObjectsV2Command({ Bucket: 'lake', Prefix: `cli-${runId}/` }));
+      assert.equal(listed.Contents?.length, 6, 'three Parquet files and three manifests');
+    } finally {
+      lake.close();
+      client.destroy();
     }
   });
 });

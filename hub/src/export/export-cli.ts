@@ -2,7 +2,9 @@
  * `npm run export -- --to <folder> [options]`: QuestDB tables to Parquet files, one per table and UTC day (see
  * parquet-exporter.ts). Run it from cron or a systemd timer, or let it repeat with --every.
  *
- *   --to DIR              the data lake folder (required)
+ *   --to DIR|s3://B/P     the data lake: a folder, or an S3-compatible bucket and prefix (required); for S3, the
+ *                         AWS SDK's usual settings: AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_REGION, and
+ *                         AWS_ENDPOINT_URL for MinIO and other S3-compatible stores
  *   --tables a,b          only these tables (default: every table partitioned by day)
  *   --from YYYY-MM-DD     first day (default: each table's first)
  *   --settle-minutes N    a day is exported once its end is N minutes past (default 60)
@@ -13,10 +15,10 @@
  * as for the hub. Prints one line per exported day and a summary; exits 1 on an error (what was done stays done).
  */
 import { parseArgs } from 'node:util';
-import { resolve } from 'node:path';
 import { createLogger } from '../../../shared/logger.js';
 import { errorMessage } from '../errors.js';
 import { QuestDbRest } from '../sinks/questdb-rest.js';
+import { lakeTarget, S3Target } from './lake-targets.js';
 import { exportDays, questDbExportSource } from './parquet-exporter.js';
 
 const { values } = parseArgs({
@@ -53,7 +55,7 @@ const questdb = {
 };
 const source = questDbExportSource(new QuestDbRest(questdb), questdb);
 const options = {
-  target: resolve(values.to),
+  target: lakeTarget(values.to),
   tables: values.tables.split(',').map((t) => t.trim()).filter(Boolean),
   from: values.from,
   settleMs: settleMinutes * 60_000,
@@ -67,8 +69,8 @@ for (const signal of ['SIGINT', 'SIGTERM'] as const) process.on(signal, () => (s
 async function once(): Promise<boolean> {
   try {
     const report = await exportDays(source, options, log);
-    for (const day of report.exported) process.stdout.write(`${day.table} ${day.day}: ${day.rows} rows, ${day.bytes} bytes -> ${day.file}\n`);
-    process.stdout.write(`${report.exported.length} day(s) exported, ${report.skipped} already done, ${report.empty} empty, into ${options.target}\n`);
+    for (const day of report.exported) process.stdout.write(`${day.table} ${day.day}: ${day.rows} rows, ${day.bytes} bytes -> ${day.location}\n`);
+    process.stdout.write(`${report.exported.length} day(s) exported, ${report.skipped} already done, ${report.empty} empty, into ${values.to}\n`);
     return true;
   } catch (error) {
     process.stderr.write(`export failed: ${errorMessage(error)}\n`);
@@ -82,4 +84,5 @@ while (everyMinutes !== undefined && !stopping) {
   while (!stopping && Date.now() < until) await new Promise((r) => setTimeout(r, 500));
   if (!stopping) ok = await once();
 }
+if (options.target instanceof S3Target) options.target.close();
 process.exitCode = ok ? 0 : 1;

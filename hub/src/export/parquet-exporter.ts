@@ -1,6 +1,6 @@
 /**
  * The data lake: QuestDB tables exported as Parquet files, one per table and UTC day, for historical analysis in
- * DuckDB, Spark, Polars or pandas:
+ * DuckDB, Spark, Polars or pandas, into a folder or an S3-compatible store (lake-targets.ts):
  *
  *   <target>/<table>/day=<YYYY-MM-DD>/<table>-<YYYY-MM-DD>.parquet        the day's rows (QuestDB's /exp?fmt=parquet)
  *   <target>/<table>/day=<YYYY-MM-DD>/<table>-<YYYY-MM-DD>.parquet.json   its manifest: rows, bytes, sha256, when
@@ -8,24 +8,22 @@
  * Hive-style `day=` folders, so engines prune by day. A day is exported once it is complete: its end plus `settleMs`
  * (late events and replays that still revise it) has passed.
  *
- * Idempotent and resumable: the manifest is written last, each file through a temporary name, fsync and rename, so a
- * day with a manifest is done and skipped, and a run that stopped anywhere redoes only the day it was in (its
- * Parquet file, if renamed already, is simply written again). `force` exports again days already done (after a
+ * Idempotent and resumable: each object is written whole or not at all, the manifest last, so a day with a manifest
+ * is done and skipped, and a run that stopped anywhere redoes only the day it was in (its Parquet file, if written
+ * already, is simply written again). `force` exports again days already done (after a
  * backfill, say). Table names come from QuestDB's catalogue and the options, never from data, and are checked
  * against a plain-name pattern before they reach SQL or a path.
  */
 import { createHash } from 'node:crypto';
-import { closeSync, existsSync, fsyncSync, mkdirSync, openSync, renameSync, writeSync } from 'node:fs';
-import { dirname, join } from 'node:path';
 import type { Logger } from '../../../shared/logger.js';
 import type { QuestDbRest } from '../sinks/questdb-rest.js';
+import type { LakeTarget } from './lake-targets.js';
 
 const TABLE_NAME = /^[A-Za-z_][A-Za-z0-9_]{0,126}$/;
 const DAY_MS = 86_400_000;
 
 export interface ParquetExportOptions {
-  /** Folder of the data lake. */
-  target: string;
+  target: LakeTarget;
   /** Tables to export; empty: every table partitioned by day (materialized views included). */
   tables: string[];
   /** First day exported (YYYY-MM-DD); default: each table's first day. */
@@ -42,7 +40,8 @@ export interface DayExport {
   day: string;
   rows: number;
   bytes: number;
-  file: string;
+  /** Where the Parquet file is (path or s3:// URL). */
+  location: string;
 }
 
 export interface ExportReport {
@@ -79,8 +78,9 @@ export function dayOf(ms: number): string {
   return new Date(ms).toISOString().slice(0, 10);
 }
 
-export function dayFile(target: string, table: string, day: string): string {
-  return join(target, table, `day=${day}`, `${table}-${day}.parquet`);
+/** The key of a day's Parquet file in the lake (its manifest: the same plus `.json`). */
+export function dayKey(table: string, day: string): string {
+  return `${table}/day=${day}/${table}-${day}.parquet`;
 }
 
 export async function exportDays(source: QuestDbExportSource, options: ParquetExportOptions, log: Logger): Promise<ExportReport> {
@@ -92,8 +92,8 @@ export async function exportDays(source: QuestDbExportSource, options: ParquetEx
     let day = Math.max(Date.parse(`${dayOf(Date.parse(bounds[0]))}T00:00:00Z`), options.from ? Date.parse(`${options.from}T00:00:00Z`) : 0);
     for (; day < lastDayEnd; day += DAY_MS) {
       const name = dayOf(day);
-      const file = dayFile(options.target, table, name);
-      if (!options.force && existsSync(`${file}.json`)) {
+      const key = dayKey(table, name);
+      if (!options.force && (await options.target.exists(`${key}.json`))) {
         report.skipped++;
         continue;
       }
@@ -104,10 +104,10 @@ export async function exportDays(source: QuestDbExportSource, options: ParquetEx
         continue;
       }
       const parquet = await source.parquet(`SELECT * FROM ${quote(table)} ${where}`);
-      writeDurably(file, parquet);
+      await options.target.put(key, parquet, 'application/vnd.apache.parquet');
       const manifest = { table, day: name, rows, bytes: parquet.byteLength, sha256: createHash('sha256').update(parquet).digest('hex'), exportedAt: new Date(options.now()).toISOString() };
-      writeDurably(`${file}.json`, Buffer.from(`${JSON.stringify(manifest, null, 2)}\n`));
-      report.exported.push({ table, day: name, rows, bytes: parquet.byteLength, file });
+      await options.target.put(`${key}.json`, Buffer.from(`${JSON.stringify(manifest, null, 2)}\n`), 'application/json');
+      report.exported.push({ table, day: name, rows, bytes: parquet.byteLength, location: options.target.locate(key) });
       log.info({ table, day: name, rows, bytes: parquet.byteLength }, 'day exported to Parquet');
     }
   }
@@ -129,25 +129,4 @@ async function exportableTables(rest: Pick<QuestDbRest, 'exec'>, wanted: string[
 
 function quote(name: string): string {
   return `"${name}"`;
-}
-
-/** Temporary name, fsync, rename, fsync of the folder: the file is whole or absent. */
-function writeDurably(path: string, data: Uint8Array): void {
-  mkdirSync(dirname(path), { recursive: true });
-  const temporary = `${path}.tmp-${process.pid}`;
-  const fd = openSync(temporary, 'w');
-  try {
-    let offset = 0;
-    while (offset < data.byteLength) offset += writeSync(fd, data, offset);
-    fsyncSync(fd);
-  } finally {
-    closeSync(fd);
-  }
-  renameSync(temporary, path);
-  const dir = openSync(dirname(path), 'r');
-  try {
-    fsyncSync(dir);
-  } finally {
-    closeSync(dir);
-  }
 }
