@@ -37,7 +37,8 @@ const today = Date.parse(`${dayOf(Date.now())}T00:00:00Z`);
 const days = [5, 4, 3].map((back) => today - back * DAY);
 const rest = new QuestDbRest({ httpUrl: stack.questdbHttp, timeoutMs: 30_000 });
 const source = questDbExportSource(rest, { httpUrl: stack.questdbHttp, timeoutMs: 30_000 });
-const options = { target: new FolderTarget(target), tables: [table], settleMs: 3_600_000, force: false, now: Date.now };
+// Settled at the end of the day (settleMs 0), so the counts below hold at any hour; today is never complete.
+const options = { target: new FolderTarget(target), tables: [table], settleMs: 0, force: false, now: Date.now };
 const dayFile = (_root: string, t: string, day: string) => join(target, dayKey(t, day));
 
 type Row = {
