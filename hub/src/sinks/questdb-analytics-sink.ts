@@ -155,15 +155,18 @@ export function planAnalyticsTable(spec: AnalyticsTableSpec, existing: readonly 
 
 /** Creates both tables if missing and fixes what can be fixed; throws HUB_ERR_TABLE_SETUP on a mismatch. Idempotent. */
 export async function ensureAnalyticsTables(rest: QuestDbRest, tables: AnalyticsTables, log: Logger): Promise<void> {
-  for (const spec of analyticsTableSpecs(tables)) {
-    await rest.exec(createAnalyticsTableSql(spec));
-    const plan = planAnalyticsTable(spec, await showColumns(rest, spec.table));
-    if (plan.problems.length > 0) {
-      throw new HubError(HubErrorCode.TABLE_SETUP, `table ${spec.table} exists but does not fit the analytics sink: ${plan.problems.join('; ')}`);
-    }
-    for (const statement of plan.statements) await rest.exec(statement);
-    log.info({ table: spec.table, altered: plan.statements.length }, 'questdb analytics table ready');
+  for (const spec of analyticsTableSpecs(tables)) await ensureSpecTable(rest, spec, log);
+}
+
+/** One table of the hub's own (WAL, daily partitions, dedup keys): created if missing, missing columns and keys added. */
+export async function ensureSpecTable(rest: Pick<QuestDbRest, 'exec'>, spec: AnalyticsTableSpec, log: Logger): Promise<void> {
+  await rest.exec(createAnalyticsTableSql(spec));
+  const plan = planAnalyticsTable(spec, await showColumns(rest, spec.table));
+  if (plan.problems.length > 0) {
+    throw new HubError(HubErrorCode.TABLE_SETUP, `table ${spec.table} exists but does not fit what the hub writes: ${plan.problems.join('; ')}`);
   }
+  for (const statement of plan.statements) await rest.exec(statement);
+  log.info({ table: spec.table, altered: plan.statements.length }, 'questdb table of the hub ready');
 }
 
 

@@ -19,10 +19,8 @@ import type { Logger } from '../../../shared/logger.js';
 import type { DashboardSnapshot } from '../dashboard/pipeline-observer.js';
 import { errorMessage } from '../errors.js';
 import { IlpHttpWriter, type IlpHttpWriterOptions } from './ilp-http-writer.js';
-import { createAnalyticsTableSql, planAnalyticsTable, type AnalyticsTableSpec } from './questdb-analytics-sink.js';
+import { ensureSpecTable, type AnalyticsTableSpec } from './questdb-analytics-sink.js';
 import type { QuestDbRest } from './questdb-rest.js';
-import { showColumns } from './questdb-tables.js';
-import { HubError, HubErrorCode } from '../errors.js';
 
 export const PIPELINE_METRICS_TABLE = 'pipeline_metrics';
 
@@ -42,12 +40,7 @@ export function pipelineMetricsTableSpec(table = PIPELINE_METRICS_TABLE): Analyt
 }
 
 export async function ensurePipelineMetricsTable(rest: QuestDbRest, table: string, log: Logger): Promise<void> {
-  const spec = pipelineMetricsTableSpec(table);
-  await rest.exec(createAnalyticsTableSql(spec));
-  const plan = planAnalyticsTable(spec, await showColumns(rest, spec.table));
-  if (plan.problems.length > 0) throw new HubError(HubErrorCode.TABLE_SETUP, `table ${table} exists but does not fit: ${plan.problems.join('; ')}`);
-  for (const statement of plan.statements) await rest.exec(statement);
-  log.info({ table }, 'questdb pipeline metrics table ready');
+  await ensureSpecTable(rest, pipelineMetricsTableSpec(table), log);
 }
 
 export interface MetricSample {
