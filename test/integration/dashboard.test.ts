@@ -132,11 +132,12 @@ describe('live dashboard', () => {
     await page.waitForFunction((device) => (document.querySelector('#alerts tbody')?.textContent ?? '').includes(device), hotDevice, { timeout: 30_000 });
     assert.match(await text('#alerts tbody'), /overheating/);
     // Lineage: each window result names the version of the rule that made it.
-    const versions = await query<{ rule_version: string | null }>(
-      stack.questdbHttp,
-      `select distinct rule_version from window_results where rule = 'telemetry-per-device-10s' and key like 'dash-${runId}-%'`,
+    const versions = await waitFor(
+      () => query<{ rule_version: string | null }>(stack.questdbHttp, `select distinct rule_version from window_results where rule = 'telemetry-per-device-10s' and key like '%${runId}%'`),
+      (v) => v.length > 0,
+      15_000,
     );
-    assert.ok(versions.length >= 1 && versions.every((v) => /^[0-9a-f]{16}$/.test(v.rule_version ?? '')), JSON.stringify(versions));
+    assert.ok(versions.every((v) => /^[0-9a-f]{16}$/.test(v.rule_version ?? '')), JSON.stringify(versions));
     assert.ok((await page.locator('#chart-windows canvas').count()) >= 1, 'window results are charted');
 
     const bad = await post([{ type: 'device.telemetry', event_id: `${runId}-bad`, device_id: 'x', timestamp: Date.now(), metric: 'temperature', value: 'hot' }]);

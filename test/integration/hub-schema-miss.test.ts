@@ -174,7 +174,8 @@ describe('events of a schema version the hub did not map at start', () => {
   test('a version another hub published after start is looked up, its column added, its event written; an unknown type goes to the DLQ', async () => {
     writeSchema(otherSchemas, reading, 2, schema(reading, readingTable, 2, addQuality));
     await otherHubPublishes();
-    assert.ok(await kv.get(schemaKey(reading, 2)), 'v2 is in the registry');
+    // A direct get may be answered by a replica that has not applied the put yet: read until it has.
+    assert.ok(await waitFor(() => kv.get(schemaKey(reading, 2)), (entry) => entry !== null, 5000, 100), 'v2 is in the registry');
 
     await publishBatch(batchEvents());
 
