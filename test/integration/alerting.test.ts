@@ -18,7 +18,8 @@ import { connect, type NatsConnection } from '@nats-io/transport-node';
 import { jetstreamManager } from '@nats-io/jetstream';
 import { ALERTS_STREAM } from '../../shared/wire.js';
 import { testStack } from '../support/env.js';
-import { agentPorts, freePort, startAgent, startHub, type AgentPorts, type ManagedProcess } from '../support/processes.js';
+import { analyticsHealth, startAnalyticsHub } from '../support/analytics-hub.js';
+import { agentPorts, startAgent, type AgentPorts, type ManagedProcess } from '../support/processes.js';
 import { query, waitFor } from '../support/questdb.js';
 
 const stack = testStack();
@@ -43,6 +44,7 @@ let agent: ManagedProcess | undefined;
 let ports: AgentPorts;
 let nc: NatsConnection;
 let hubEnv: Record<string, string>;
+let hubPort: number;
 
 const forKey = (key: string) => attempts.filter((a) => a.key === key);
 const taken = (match: (a: Attempt) => boolean) => attempts.filter((a) => a.status === 200 && match(a));
@@ -62,13 +64,15 @@ before(async () => {
   await new Promise<void>((resolve) => receiver.listen(0, '127.0.0.1', resolve));
   const url = `http://127.0.0.1:${(receiver.address() as AddressInfo).port}/hook`;
   hubEnv = {
-    HUB_HTTP__PORT: String(await freePort()),
     HUB_DASHBOARD__INTERVALMS: '500',
     HUB_ALERTING__PIPELINE__EDGESILENTMS: '3000',
     HUB_ALERTING__PIPELINE__FORMS: '1000',
     HUB_ALERTING__WEBHOOKS: JSON.stringify([{ name: `test-${runId}`, url, rules: ['pipeline.edge_silent', 'overheating'], backoffMs: [300, 600] }]),
   };
-  hub = await startHub(`alerting-${runId}`, stack.natsUrls, stack.questdbHttp, hubEnv);
+  // Its own analytics buckets, starting after what EVENTS holds: other tests' events neither delay nor move it.
+  hub = (await startAnalyticsHub('alerting', runId, hubEnv)).process;
+  hubPort = Number(new URL(hub.healthUrl).port);
+  await waitFor(() => analyticsHealth(hubPort), (h) => h.owned.length === 8, 60_000);
   ports = await agentPorts();
   agent = await startAgent(agentId, stack.natsUrls, ports, dataDir, { EDGE_NATS__STATUSINTERVALMS: '500' });
   nc = await connect({ servers: stack.natsUrls });
@@ -129,7 +133,7 @@ describe('alerting', () => {
     hub!.child.kill('SIGKILL');
     await hub!.stop();
     receiverDown = false;
-    hub = await startHub(`alerting-${runId}-2`, stack.natsUrls, stack.questdbHttp, { ...hubEnv, HUB_HTTP__PORT: String(await freePort()) });
+    hub = (await startAnalyticsHub('alerting-2', runId, hubEnv)).process;
     await waitFor(async () => taken(resolved), (t) => t.length > 0, 60_000);
     await new Promise((r) => setTimeout(r, 2000));
     assert.equal(taken(resolved).length, 1, 'taken once');

@@ -18,7 +18,8 @@ import { chromium, type Browser, type Page } from 'playwright-core';
 import { REPO_ROOT } from '../../scripts/lib/runtime.js';
 import type { DashboardSnapshot } from '../../hub/src/dashboard/pipeline-observer.js';
 import { testStack } from '../support/env.js';
-import { agentPorts, freePort, startAgent, startHub, type AgentPorts, type ManagedProcess } from '../support/processes.js';
+import { analyticsHealth, startAnalyticsHub } from '../support/analytics-hub.js';
+import { agentPorts, startAgent, type AgentPorts, type ManagedProcess } from '../support/processes.js';
 import { query, waitFor } from '../support/questdb.js';
 
 const CHROMIUM = process.env.PIPELINE_CHROMIUM ?? '/usr/bin/chromium';
@@ -53,8 +54,11 @@ const text = (selector: string) => page.locator(selector).innerText();
 
 before(async () => {
   assert.ok(existsSync(CHROMIUM), `the dashboard test needs Debian's chromium at ${CHROMIUM} (apt-get install chromium; .ci/run does), or PIPELINE_CHROMIUM`);
-  hubPort = await freePort();
-  hub = await startHub(`dash-${runId}`, stack.natsUrls, stack.questdbHttp, { HUB_HTTP__PORT: String(hubPort), HUB_DASHBOARD__INTERVALMS: '500', HUB_DASHBOARD__METRICSINTERVALMS: '1000', HUB_SINK__FLUSHINTERVALMS: '100' });
+  // Its own analytics buckets, starting after what EVENTS holds: other tests' events neither delay nor move it.
+  const started = await startAnalyticsHub('dash', runId, { HUB_DASHBOARD__INTERVALMS: '500', HUB_DASHBOARD__METRICSINTERVALMS: '1000', HUB_SINK__FLUSHINTERVALMS: '100' });
+  hub = started.process;
+  hubPort = started.port;
+  await waitFor(() => analyticsHealth(hubPort), (h) => h.owned.length === 8, 60_000);
   ports = await agentPorts();
   agent = await startAgent(agentId, stack.natsUrls, ports, mkdtempSync(join(tmpdir(), 'dash-')), { EDGE_NATS__STATUSINTERVALMS: '500' });
 
