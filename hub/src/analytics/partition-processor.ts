@@ -130,6 +130,8 @@ export class PartitionProcessor {
   private timer: NodeJS.Timeout | undefined;
   private stopping = false;
   private fenced = false;
+  /** Consumer sequence of the last delivery received (0: none yet). */
+  private lastDelivery = 0;
   private lastMessage: JsMsg | undefined;
   private lastCheckpointSeq = 0;
   private pendingOutputs = 0;
@@ -232,7 +234,7 @@ export class PartitionProcessor {
   fence(why: string, notify = true): void {
     if (this.fenced) return;
     this.fenced = true;
-    this.deps.log.warn({ partition: this.partition, why }, 'another worker may own this partition now; stopping without writing or acking');
+    this.deps.log.warn({ partition: this.partition, why }, 'partition fenced: stopping without writing or acking; the next owner replays from the last snapshot');
     if (notify) this.onFenced(this.partition);
   }
 
@@ -267,6 +269,16 @@ export class PartitionProcessor {
         sharedSlice.start = performance.now();
       }
       if (this.checkpointing) await this.checkpointing.catch(() => undefined);
+      // Every delivery to this consumer has the next consumer sequence. A gap means deliveries were lost on the way
+      // (a connection cut while they travelled); applying what follows would move the stream position past them,
+      // and they would be skipped as replays when redelivered. Give the partition up instead: whoever takes it next,
+      // this worker included, replays from the last snapshot, the lost messages with it.
+      const delivery = message.info.deliverySequence;
+      if (this.lastDelivery > 0 && delivery > this.lastDelivery + 1) {
+        this.fence(`deliveries ${this.lastDelivery + 1}-${delivery - 1} of its consumer never arrived (lost on the way); replaying from the last snapshot`);
+        break;
+      }
+      if (delivery > this.lastDelivery) this.lastDelivery = delivery;
       let batch: EventBatch;
       try {
         batch = decodeBatch(message.data);
