@@ -15,8 +15,6 @@ import { PipelineAlertEvaluator } from './pipeline-alert-rules.js';
 export class PipelineAlerts {
   private pending: Alert[] = [];
   private sending = false;
-  /** Alerts stored in both places since start. */
-  raised = 0;
 
   constructor(
     private readonly evaluator: PipelineAlertEvaluator,
@@ -45,7 +43,6 @@ export class PipelineAlerts {
       this.table.write(batch);
       await this.table.flush();
       this.pending.splice(0, batch.length);
-      this.raised += batch.length;
     } catch (error) {
       this.log.warn({ err: errorMessage(error), waiting: this.pending.length }, 'pipeline alerts not stored yet; sent again with the next snapshot');
     } finally {

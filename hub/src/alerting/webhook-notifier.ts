@@ -48,16 +48,7 @@ export function deliveryOutcome(status: number | undefined): 'delivered' | 'retr
   return 'refused';
 }
 
-export interface WebhookStats {
-  delivered: number;
-  retried: number;
-  refused: number;
-  gaveUp: number;
-  skipped: number;
-}
-
 export class WebhookNotifier {
-  readonly stats: WebhookStats = { delivered: 0, retried: 0, refused: 0, gaveUp: 0, skipped: 0 };
   private stopped = false;
   private messages: { stop(): void; close(): Promise<void | Error> } | undefined;
   private loop: Promise<void> | undefined;
@@ -110,7 +101,6 @@ export class WebhookNotifier {
       return;
     }
     if (!wantsAlert(this.config, alert)) {
-      this.stats.skipped++;
       message.ack();
       return;
     }
@@ -133,23 +123,19 @@ export class WebhookNotifier {
     const context = { webhook: this.config.name, alert: id, attempt, status, ...(failure ? { err: failure } : {}) };
     switch (deliveryOutcome(status)) {
       case 'delivered':
-        this.stats.delivered++;
         message.ack();
         return;
       case 'refused':
-        this.stats.refused++;
         this.log.warn(context, 'webhook refused the alert; not retried');
         message.term(`webhook answered ${status}`);
         return;
       case 'retry': {
         if (attempt >= this.config.maxDeliver) {
-          this.stats.gaveUp++;
           this.log.error(context, `webhook did not take the alert in ${attempt} attempts; given up`);
           message.term('max deliveries');
           return;
         }
         const delay = this.config.backoffMs[Math.min(attempt - 1, this.config.backoffMs.length - 1)] ?? 1000;
-        this.stats.retried++;
         this.log.warn({ ...context, retryInMs: delay }, 'webhook delivery failed; will retry');
         message.nak(delay);
       }

@@ -109,8 +109,6 @@ export class PipelineMetricsWriter {
   private lastWrittenAt = 0;
   private writing = false;
   private failing = false;
-  /** Rows QuestDB confirmed since start. */
-  rowsWritten = 0;
 
   constructor(
     private readonly options: PipelineMetricsWriterOptions,
@@ -143,7 +141,6 @@ export class PipelineMetricsWriter {
           .at(micros, 'us');
       }
       await this.writer.flush();
-      this.rowsWritten += samples.length;
       if (this.failing) this.log.info('pipeline metrics written again');
       this.failing = false;
     } catch (error) {
