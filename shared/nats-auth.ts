@@ -4,6 +4,8 @@
  * deploy/security/make-security.ts makes the seeds and certificates; deploy/security/README.md explains them.
  */
 import { readFileSync } from 'node:fs';
+import { isIP } from 'node:net';
+import { checkServerIdentity, type PeerCertificate } from 'node:tls';
 import { nkeyAuthenticator, type ConnectionOptions } from '@nats-io/transport-node';
 
 export interface NatsAuthConfig {
@@ -57,16 +59,43 @@ function readSeed(file: string): Uint8Array {
   return new TextEncoder().encode(seed);
 }
 
-/** connect() options for the keys above. */
-export function natsAuthOptions(config: NatsAuthConfig): Partial<ConnectionOptions> {
+/** connect() options for the keys above; `servers` are the seed URLs (see serverIdentityCheck). */
+export function natsAuthOptions(config: NatsAuthConfig, servers: readonly string[] = []): Partial<ConnectionOptions> {
   const options: Partial<ConnectionOptions> = {};
   if (config.user !== undefined) Object.assign(options, { user: config.user, pass: config.pass ?? '' });
   if (config.nkeySeedFile !== undefined) options.authenticator = nkeyAuthenticator(readSeed(config.nkeySeedFile));
   if (config.tls !== undefined) {
+    const check = serverIdentityCheck(servers);
     options.tls = {
       ...(config.tls.caFile !== undefined ? { caFile: config.tls.caFile } : {}),
       ...(config.tls.certFile !== undefined ? { certFile: config.tls.certFile, keyFile: config.tls.keyFile } : {}),
+      ...(check ? { checkServerIdentity: check } : {}),
     };
   }
   return options;
+}
+
+/**
+ * When the servers are given by IP address: nats.js upgrades the connection to TLS without a server name (SNI cannot
+ * carry an address), and Node then checks the certificate against "localhost", which a certificate made for the
+ * nodes' addresses does not name: every connection fails its handshake (found by test/integration/multi-host.test.ts).
+ * For that case only, the certificate must name one of the configured addresses; it must still be signed by the
+ * configured CA (`caFile`), which is checked before. Host names are checked by Node as usual.
+ */
+export function serverIdentityCheck(servers: readonly string[]): ((host: string, cert: PeerCertificate) => Error | undefined) | undefined {
+  const addresses = servers
+    .map((url) => {
+      try {
+        return new URL(url.includes('://') ? url : `nats://${url}`).hostname.replace(/^\[|\]$/g, '');
+      } catch {
+        return '';
+      }
+    })
+    .filter((host) => isIP(host) !== 0);
+  if (addresses.length === 0) return undefined;
+  return (host, cert) => {
+    if (host !== 'localhost' && host !== '') return checkServerIdentity(host, cert);
+    if (addresses.some((address) => checkServerIdentity(address, cert) === undefined)) return undefined;
+    return new Error(`the server's certificate names none of the configured addresses ${addresses.join(', ')} (subject alternative names: ${cert.subjectaltname ?? 'none'})`);
+  };
 }

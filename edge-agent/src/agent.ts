@@ -135,7 +135,7 @@ export class EdgeAgent {
         // No stack trace captured per request: when dead letters still travelled one per PubAck request, building those
         // Errors took about 8% of the agent's CPU with a tenth of the input bad (benchmarks/bad-input.ts).
         noAsyncTraces: true,
-        ...natsAuthOptions(config.nats),
+        ...natsAuthOptions(config.nats, config.nats.servers),
       });
       if (this.stopped) {
         await nc.close();

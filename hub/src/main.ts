@@ -162,7 +162,7 @@ async function main(): Promise<number> {
     // Notice a frozen server in 3-4.5 s (missed pings) and move to another node; the default takes 2 minutes.
     pingInterval: 1500,
     maxPingOut: 2,
-    ...natsAuthOptions(config.nats),
+    ...natsAuthOptions(config.nats, config.nats.servers),
   });
   log.info({ server: nc.getServer() }, 'nats connected');
   const connection = watchConnection(nc, log);

@@ -43,6 +43,8 @@ export interface StartProcessOptions {
   healthUrl: string;
   logDir: string;
   timeoutMs?: number;
+  /** Network namespace to run in (a host of scripts/lib/netns.ts); default: the caller's. */
+  netns?: string;
 }
 
 export async function startProcess(options: StartProcessOptions): Promise<ManagedProcess> {
@@ -50,7 +52,10 @@ export async function startProcess(options: StartProcessOptions): Promise<Manage
   mkdirSync(options.logDir, { recursive: true });
   const logFile = join(options.logDir, `${name}.log`);
   const log = createWriteStream(logFile, { flags: 'a' });
-  const child = spawn(process.execPath, [...(options.nodeArgs ?? []), join(REPO_ROOT, options.script)], {
+  const argv = [process.execPath, ...(options.nodeArgs ?? []), join(REPO_ROOT, options.script)];
+  // `ip netns exec` execs the program in place: the child's pid is the program's, so signals reach it.
+  const [cmd, ...args] = options.netns ? ['ip', 'netns', 'exec', options.netns, ...argv] : argv;
+  const child = spawn(cmd!, args, {
     cwd: REPO_ROOT,
     env: { ...process.env, LOG_LEVEL: process.env.LOG_LEVEL ?? 'info', ...options.env },
     stdio: ['ignore', 'pipe', 'pipe'],

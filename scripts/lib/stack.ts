@@ -33,6 +33,7 @@ import { createServer } from 'node:net';
 import { join, resolve } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 
+import { renderNatsNodeConfig, renderTemplate, type NatsNode } from '../../deploy/nats/render-nats-config.js';
 import { readQuestDbCredentials, securityPaths } from '../../deploy/security/make-security.js';
 import { ensureRuntime, REPO_ROOT, type Runtime } from './runtime.js';
 
@@ -95,7 +96,6 @@ export const PROC_NAMES: readonly ProcName[] = [...NATS_NAMES, 'questdb'];
 
 const HOST = '127.0.0.1';
 const QUESTDB_BIND_HOST = '0.0.0.0'; // deploy/questdb/server.conf.tmpl binds 0.0.0.0
-const NATS_TEMPLATE = join(REPO_ROOT, 'deploy', 'nats', 'node.conf.tmpl');
 const QUESTDB_TEMPLATE = join(REPO_ROOT, 'deploy', 'questdb', 'server.conf.tmpl');
 const DEFAULT_HEALTH_TIMEOUT_MS = 90_000;
 const STOP_TIMEOUT_MS = 15_000;
@@ -232,69 +232,32 @@ function at(t: Triple, i: number): number {
   return v;
 }
 
-/** Replaces ${KEY} placeholders; any placeholder left outside comments is an error. */
-export function renderTemplate(template: string, vars: Record<string, string | number>, what: string): string {
-  const out = template.replace(/\$\{([A-Z0-9_]+)\}/g, (m, key: string) => (key in vars ? String(vars[key]) : m));
-  for (const line of out.split('\n')) {
-    const trimmed = line.trimStart();
-    if (trimmed.startsWith('#')) continue;
-    const left = /\$\{([A-Z0-9_]+)\}/.exec(line);
-    if (left) throw new Error(`${what}: no value for placeholder \${${left[1] ?? ''}}`);
-  }
-  return out;
-}
-
-/** The security lines of each config: the files make-security.ts wrote, or a comment saying there are none. */
-function securityBlocks(security: string | undefined): { natsClient: string; natsCluster: string; questdb: string } {
-  if (security === undefined) {
-    const none = '# no TLS and no users: plain local stack (see deploy/security/make-security.ts)';
-    return { natsClient: none, natsCluster: `  ${none}`, questdb: none };
-  }
-  const s = securityPaths(security);
-  const read = (file: string): string => readFileSync(file, 'utf8').trimEnd();
-  return {
-    natsClient: read(s.natsClientConf),
-    natsCluster: read(s.natsClusterConf)
-      .split('\n')
-      .map((line) => `  ${line}`)
-      .join('\n'),
-    questdb: read(s.questdbConf),
-  };
+/** The QuestDB security lines: the file make-security.ts wrote, or a comment saying there is none. */
+function questdbSecurityBlock(security: string | undefined): string {
+  if (security === undefined) return '# no TLS and no users: plain local stack (see deploy/security/make-security.ts)';
+  return readFileSync(securityPaths(security).questdbConf, 'utf8').trimEnd();
 }
 
 function renderConfigs(dir: string, ports: StackPorts, security: string | undefined): void {
   const p = paths(dir);
-  const secure = securityBlocks(security);
   mkdirSync(p.conf, { recursive: true });
   mkdirSync(p.logs, { recursive: true });
-  const natsTmpl = readFileSync(NATS_TEMPLATE, 'utf8');
-  NATS_NAMES.forEach((name, i) => {
-    mkdirSync(p.natsStore(name), { recursive: true });
-    const routes = NATS_NAMES.map((_, j) => j)
-      .filter((j) => j !== i)
-      .map((j) => `"nats-route://${natsHost(ports, j)}:${at(ports.natsCluster, j)}"`)
-      .join(', ');
-    const conf = renderTemplate(
-      natsTmpl,
-      {
-        SERVER_NAME: name,
-        HOST: natsHost(ports, i),
-        CLIENT_PORT: at(ports.natsClient, i),
-        CLUSTER_PORT: at(ports.natsCluster, i),
-        MONITOR_PORT: at(ports.natsMonitor, i),
-        STORE_DIR: p.natsStore(name),
-        ROUTES: routes,
-        CLIENT_SECURITY: secure.natsClient,
-        CLUSTER_SECURITY: secure.natsCluster,
-      },
-      NATS_TEMPLATE,
-    );
-    writeConfig(p.natsConf(name), conf);
+  const nodes: NatsNode[] = NATS_NAMES.map((name, i) => ({
+    name,
+    host: natsHost(ports, i),
+    clientPort: at(ports.natsClient, i),
+    clusterPort: at(ports.natsCluster, i),
+    monitorPort: at(ports.natsMonitor, i),
+    storeDir: p.natsStore(name),
+  }));
+  nodes.forEach((node, i) => {
+    mkdirSync(node.storeDir, { recursive: true });
+    writeConfig(p.natsConf(node.name as ProcName), renderNatsNodeConfig(nodes, i, security));
   });
   mkdirSync(join(p.questdbRoot, 'conf'), { recursive: true });
   const qdb = renderTemplate(
     readFileSync(QUESTDB_TEMPLATE, 'utf8'),
-    { HTTP_PORT: ports.questdbHttp, PG_PORT: ports.questdbPg, SECURITY: secure.questdb },
+    { HTTP_PORT: ports.questdbHttp, PG_PORT: ports.questdbPg, SECURITY: questdbSecurityBlock(security) },
     QUESTDB_TEMPLATE,
   );
   writeConfig(join(p.questdbRoot, 'conf', 'server.conf'), qdb);

@@ -23,6 +23,8 @@ export function startAckedLoad(options: {
   devices: number;
   intervalMs: number;
   httpBatch: number;
+  /** Address of the agent's MQTT and HTTP sources; default 127.0.0.1. */
+  host?: string;
   /**
    * Event timestamps: `sequence` (default) counts milliseconds from the start, one per event, which falls behind the
    * clock; `clock` is the time of sending, for runs beside event-time rules (where `sequence` events would be late).
@@ -34,11 +36,12 @@ export function startAckedLoad(options: {
   let running = true;
   const base = Date.now();
   const clock = options.eventTime === 'clock';
+  const host = options.host ?? '127.0.0.1';
   const loops: Promise<void>[] = [];
   const clients: MqttClient[] = [];
   for (let d = 0; d < options.devices; d++) {
     const device = `${options.runId}-dev-${d}`;
-    const client = mqtt.connect(`mqtt://127.0.0.1:${options.mqttPort}`, { clientId: device, clean: false, reconnectPeriod: 300, connectTimeout: 2000 });
+    const client = mqtt.connect(`mqtt://${host}:${options.mqttPort}`, { clientId: device, clean: false, reconnectPeriod: 300, connectTimeout: 2000 });
     client.on('error', () => undefined);
     clients.push(client);
     sentPerDevice.set(device, []);
@@ -69,7 +72,7 @@ export function startAckedLoad(options: {
         }));
         const body = events.map((e) => JSON.stringify(e)).join('\n');
         for (;;) {
-          const status = await fetch(`http://127.0.0.1:${options.httpPort}/v1/events`, { method: 'POST', headers: { 'content-type': 'application/x-ndjson' }, body, signal: AbortSignal.timeout(5000) }).then(
+          const status = await fetch(`http://${host}:${options.httpPort}/v1/events`, { method: 'POST', headers: { 'content-type': 'application/x-ndjson' }, body, signal: AbortSignal.timeout(5000) }).then(
             (r) => r.status,
             () => 0,
           );

@@ -20,21 +20,22 @@ export async function waitFor<T>(read: () => Promise<T>, done: (value: T) => boo
 }
 
 /** Event ids in `table` written by `agentId`, with how many rows each has. */
-export async function rowsPerEventId(httpUrl: string, table: string, agentId: string): Promise<Map<string, number>> {
+export async function rowsPerEventId(httpUrl: string, table: string, agentId: string, headers: Record<string, string> = {}): Promise<Map<string, number>> {
   const rows = await query<{ event_id: string; n: number }>(
     httpUrl,
     `select event_id, count() n from ${table} where agent_id = '${agentId}' group by event_id`,
+    headers,
   );
   return new Map(rows.map((r) => [r.event_id, Number(r.n)]));
 }
 
 /**
  * Every id in `ids` is in QuestDB (device_telemetry or app_events, rows of `agentId`) exactly once; ids not in it may
- * or may not be there (sent but not acknowledged). Waits up to 90 s for the last ones to arrive.
+ * or may not be there (sent but not acknowledged). Waits up to 90 s for the last ones to arrive. `headers`: QuestDB auth.
  */
-export async function assertExactlyOnce(httpUrl: string, agentId: string, ids: ReadonlySet<string>): Promise<void> {
+export async function assertExactlyOnce(httpUrl: string, agentId: string, ids: ReadonlySet<string>, headers: Record<string, string> = {}): Promise<void> {
   const read = async () => {
-    const [telemetry, app] = await Promise.all([rowsPerEventId(httpUrl, 'device_telemetry', agentId), rowsPerEventId(httpUrl, 'app_events', agentId)]);
+    const [telemetry, app] = await Promise.all([rowsPerEventId(httpUrl, 'device_telemetry', agentId, headers), rowsPerEventId(httpUrl, 'app_events', agentId, headers)]);
     return new Map([...telemetry, ...app]);
   };
   const rows = await waitFor(read, (r) => [...ids].every((id) => r.has(id)), 90_000, 500);

@@ -4,7 +4,9 @@ import { mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { edgePermissions, makeSecurity, readQuestDbCredentials } from '../../deploy/security/make-security.js';
-import { natsAuthOptions, natsAuthProblems } from '../../shared/nats-auth.js';
+import { X509Certificate } from 'node:crypto';
+import type { PeerCertificate } from 'node:tls';
+import { natsAuthOptions, natsAuthProblems, serverIdentityCheck } from '../../shared/nats-auth.js';
 
 test('an edge user may publish only its own subjects and the schema watch, and receive only its own replies', () => {
   const p = edgePermissions('gw-1', 'schemas');
@@ -60,6 +62,26 @@ test('NATS auth settings that cannot work are named', () => {
     assert.deepEqual(natsAuthProblems({ user: 'u' }), ['nats.user and nats.pass must be set together']);
     assert.deepEqual(natsAuthProblems({ user: 'u', pass: 'p', nkeySeedFile: bad }).slice(0, 1), ['nats.user and nats.nkeySeedFile exclude each other: choose one way to authenticate']);
     assert.deepEqual(natsAuthProblems({ tls: { certFile: 'c.pem' } }), ['nats.tls.certFile and nats.tls.keyFile must be set together']);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test('servers given by IP address: the certificate must name one of them (nats.js upgrades such connections without a server name)', () => {
+  const dir = mkdtempSync(join(tmpdir(), 'secrets-ip-'));
+  try {
+    const p = makeSecurity({ out: dir, hosts: ['10.0.0.11', '10.0.0.12', '10.0.0.13'], edges: [], schemaBucket: 'schemas', days: 2 });
+    const x509 = new X509Certificate(readFileSync(p.serverCertFile));
+    const cert = { subjectaltname: x509.subjectAltName, subject: { CN: 'nats' } } as unknown as PeerCertificate;
+    const check = serverIdentityCheck(['nats://10.0.0.11:4222', 'nats://10.0.0.12:4222']);
+    assert.ok(check, 'a check for IP seeds');
+    // Node asks about "localhost" when no server name was given: the configured addresses decide.
+    assert.equal(check('localhost', cert), undefined, 'a certificate for the nodes\' addresses passes');
+    assert.match(String(serverIdentityCheck(['nats://10.9.9.9:4222'])!('localhost', cert)), /names none of the configured addresses 10\.9\.9\.9/);
+    // A real host name is checked by Node's own rule.
+    assert.match(String(check('nats.example.net', cert)), /does not match|altnames/i);
+    assert.equal(serverIdentityCheck(['nats://nats-1.example.net:4222']), undefined, 'host names need nothing extra');
+    assert.ok((natsAuthOptions({ tls: { caFile: p.caFile } }, ['nats://10.0.0.11:4222']).tls as { checkServerIdentity?: unknown } | undefined)?.checkServerIdentity, 'wired into the connect options');
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }

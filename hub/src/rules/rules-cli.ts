@@ -112,7 +112,7 @@ export async function runRulesCli(argv: string[], io: CliIo): Promise<number> {
           ...(io.env.HUB_NATS__USER ? { user: io.env.HUB_NATS__USER, pass: io.env.HUB_NATS__PASS ?? '' } : {}),
           ...(io.env.HUB_NATS__NKEY_SEED_FILE ? { nkeySeedFile: io.env.HUB_NATS__NKEY_SEED_FILE } : {}),
           ...(io.env.HUB_NATS__TLS__CA_FILE ? { tls: { caFile: io.env.HUB_NATS__TLS__CA_FILE } } : {}),
-        }),
+        }, servers),
       });
     } catch (error) {
       throw new Error(`cannot connect to NATS at ${servers.join(', ')}: ${errorMessage(error)}`);
