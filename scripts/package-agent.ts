@@ -372,7 +372,14 @@ function parseArgs(argv: string[]): PackageOptions {
 
 if (process.argv[1] && import.meta.url === pathToFileURL(resolve(process.argv[1])).href) {
   const started = Date.now();
-  packageAgent(parseArgs(process.argv.slice(2))).then(
+  let options: PackageOptions;
+  try {
+    options = parseArgs(process.argv.slice(2));
+  } catch (error) {
+    process.stderr.write(`[package-agent] ${(error as Error).message}\n`);
+    process.exit(2);
+  }
+  packageAgent(options).then(
     (results) => {
       for (const r of results) process.stdout.write(`${r.tarball}\n`);
       process.stderr.write(`[package-agent] done in ${((Date.now() - started) / 1000).toFixed(1)} s\n`);
