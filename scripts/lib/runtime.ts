@@ -194,6 +194,11 @@ const TEST_TOOLS: ReadonlyArray<{ command: string; debianPackage: string; usedBy
   { command: 'openssl', debianPackage: 'openssl', usedBy: 'the security test (certificates)' },
   { command: 'ip', debianPackage: 'iproute2', usedBy: 'the partition test (network namespaces)' },
   { command: 'chromium', debianPackage: 'chromium', usedBy: 'the dashboard test (headless browser)' },
+  // The packaged agent (npm run package:agent) and its test: the arm64 native module is cross-compiled, the bundle's
+  // binaries are checked with `file`, and the arm64 bundle runs under user-mode emulation.
+  { command: 'aarch64-linux-gnu-g++', debianPackage: 'g++-aarch64-linux-gnu', usedBy: 'the agent bundle (arm64 SQLite module)' },
+  { command: 'file', debianPackage: 'file', usedBy: 'the agent bundle (architecture check)' },
+  { command: 'qemu-aarch64-static', debianPackage: 'qemu-user-static', usedBy: 'the agent bundle test (arm64 under emulation)' },
 ];
 
 /**
@@ -201,13 +206,21 @@ const TEST_TOOLS: ReadonlyArray<{ command: string; debianPackage: string; usedBy
  * otherwise names what to install and stops.
  */
 export function ensureTestTools(log: (s: string) => void = (s) => process.stderr.write(`${s}\n`)): void {
+  ensureDebianTools(TEST_TOOLS, log);
+}
+
+/** Installs the programs of `tools` that are missing (apt-get as root), or names what to install and throws. */
+export function ensureDebianTools(
+  tools: ReadonlyArray<{ command: string; debianPackage: string; usedBy: string }>,
+  log: (s: string) => void = (s) => process.stderr.write(`${s}\n`),
+): void {
   const has = (command: string) => spawnSync('sh', ['-c', `command -v ${command}`], { stdio: 'ignore' }).status === 0;
-  const missing = TEST_TOOLS.filter((tool) => !has(tool.command));
+  const missing = tools.filter((tool) => !has(tool.command));
   if (missing.length === 0) return;
-  const packages = missing.map((tool) => tool.debianPackage);
+  const packages = [...new Set(missing.map((tool) => tool.debianPackage))];
   const why = missing.map((tool) => `${tool.command} for ${tool.usedBy}`).join(', ');
   if (process.getuid?.() !== 0 || !has('apt-get')) {
-    throw new Error(`the tests need ${why}: install ${packages.join(' ')} (Debian: apt-get install ${packages.join(' ')})`);
+    throw new Error(`${why} missing: install ${packages.join(' ')} (Debian: apt-get install ${packages.join(' ')})`);
   }
   log(`installing ${packages.join(', ')} with apt-get (${why})...`);
   for (const args of [['update', '-qq'], ['install', '-y', '-qq', '--no-install-recommends', ...packages]]) {
