@@ -50,8 +50,8 @@ export interface ItemDelta {
 /**
  * The item updates an interaction causes, from the profile as it was before the interaction: the item itself gains
  * popularity (and the rating, for a review), and it and each of the customer's recent other items (at most
- * policy.coOccurrenceWindowItems, engaged with within policy.coOccurrenceWindowMs) link to each other with the
- * interaction's weight. Interactions of weight 0 (a 1-2 star review) link nothing. Deterministic in its inputs.
+ * policy.coOccurrenceWindowItems, engaged with within policy.coOccurrenceWindowMs, not disliked) link to each other
+ * with the interaction's weight. Interactions of weight 0 (a 1-2 star review) link nothing. Deterministic in its inputs.
  */
 export function planItemUpdates(profileBefore: CustomerProfile | undefined, interaction: Interaction, policy: RecommendationPolicy): ItemDelta[] {
   const productId = interaction.productId;
@@ -63,9 +63,10 @@ export function planItemUpdates(profileBefore: CustomerProfile | undefined, inte
 
   const linked: string[] = [];
   const recent = profileBefore?.recentItems ?? [];
+  const disliked = new Set(profileBefore?.dislikedItems ?? []);
   for (let i = recent.length - 1; i >= 0 && linked.length < policy.coOccurrenceWindowItems; i--) {
     const item = recent[i]!;
-    if (item.productId === productId) continue;
+    if (item.productId === productId || disliked.has(item.productId)) continue; // a disliked item is no evidence of taste
     if (interaction.at - item.at > policy.coOccurrenceWindowMs) break; // older ones are older still
     linked.push(item.productId);
   }

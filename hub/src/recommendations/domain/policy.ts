@@ -82,7 +82,7 @@ export const DEFAULT_POLICY: RecommendationPolicy = {
   ratingPriorMean: 3.5,
   ratingPriorCount: 3,
   dislikeRatingAtMost: 2,
-  dislikedItemFactor: 0.2,
+  dislikedItemFactor: 0.1,
   dislikedNeighbourFactor: 0.5,
   segment: { newForMs: 14 * DAY, activeWithinMs: 30 * DAY, loyalPurchases: 3, atRiskScore: 0.5 },
 };

@@ -74,9 +74,10 @@ interface ScoringContext {
 export class RecommendationService {
   constructor(readonly policy: RecommendationPolicy = DEFAULT_POLICY) {}
 
-  /** The recent items that seed co-occurrence, newest first. */
+  /** The recent items that seed co-occurrence, newest first; an item the customer disliked leads nowhere. */
   private recentSeeds(profile: CustomerProfile): CustomerProfile['recentItems'] {
-    return profile.recentItems.slice(-this.policy.scoringRecentItems).reverse();
+    const disliked = new Set(profile.dislikedItems);
+    return profile.recentItems.filter((item) => !disliked.has(item.productId)).slice(-this.policy.scoringRecentItems).reverse();
   }
 
   /** Items whose stats ranking needs first: the recent seeds and the disliked items. */
