@@ -1,0 +1,10 @@
+/** The recommendation domain: plain values and pure functions, no I/O; time is always passed in. */
+export * from './applied-events.js';
+export * from './customer-profile.js';
+export * from './decay.js';
+export * from './enrichment.js';
+export * from './interaction.js';
+export * from './item-stats.js';
+export * from './policy.js';
+export * from './product.js';
+export * from './recommendation-service.js';

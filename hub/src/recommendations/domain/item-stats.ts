@@ -1,0 +1,167 @@
+/**
+ * Statistics per item and per category, maintained incrementally from interactions:
+ *
+ * - per item: decayed popularity, ratings, and its co-occurrence neighbours ("customers who engaged with this also
+ *   engaged with Y"), a bounded top-K kept with the Space-Saving rule: when the list is full, a new neighbour replaces
+ *   the weakest one and starts from that one's weight plus its own. The weakest is the lowest weight, ties broken by
+ *   the id last in order, so eviction depends only on the list and the update (a replay reproduces it exactly).
+ * - per category (and '*' for the whole shop): a bounded board of its most popular items, for cold start.
+ *
+ * Exactly once: an item's stats carry their own applied-events ledger, because one interaction touches several items
+ * (its own, and each recent item it co-occurs with). The category boards need none: they are set, not added to, with
+ * an item's current popularity (newest asOf wins), so writing the same value twice changes nothing.
+ */
+import { addDecayed, decayedAt, ZERO_DECAYED, type DecayedValue } from './decay.js';
+import { emptyAppliedEvents, recordApplied, wasApplied, type AppliedEvents } from './applied-events.js';
+import type { CustomerProfile } from './customer-profile.js';
+import type { Interaction } from './interaction.js';
+import { engagementWeight, type RecommendationPolicy } from './policy.js';
+
+export interface Neighbour {
+  productId: string;
+  weight: number;
+}
+
+export interface ItemStats {
+  productId: string;
+  popularity: DecayedValue;
+  /** Count of interactions with positive weight. */
+  engagements: number;
+  /** Strongest first (ties by id), at most policy.neighboursPerItem. */
+  neighbours: Neighbour[];
+  ratingSum: number;
+  ratingCount: number;
+  applied: AppliedEvents;
+}
+
+export function emptyItemStats(productId: string): ItemStats {
+  return { productId, popularity: { ...ZERO_DECAYED }, engagements: 0, neighbours: [], ratingSum: 0, ratingCount: 0, applied: emptyAppliedEvents() };
+}
+
+/** The change one interaction makes to one item. */
+export interface ItemDelta {
+  productId: string;
+  popularity: number;
+  /** Co-occurrence weight to add per neighbour. */
+  neighbours: Neighbour[];
+  rating?: number;
+}
+
+/**
+ * The item updates an interaction causes, from the profile as it was before the interaction: the item itself gains
+ * popularity (and the rating, for a review), and it and each of the customer's recent other items (at most
+ * policy.coOccurrenceWindowItems, engaged with within policy.coOccurrenceWindowMs, not disliked) link to each other
+ * with the interaction's weight. Interactions of weight 0 (a 1-2 star review) link nothing. Deterministic in its inputs.
+ */
+export function planItemUpdates(profileBefore: CustomerProfile | undefined, interaction: Interaction, policy: RecommendationPolicy): ItemDelta[] {
+  const productId = interaction.productId;
+  if (productId === undefined) return [];
+  const weight = engagementWeight(interaction, policy);
+  const own: ItemDelta = { productId, popularity: weight, neighbours: [] };
+  if (interaction.kind === 'review_submitted' && interaction.rating !== undefined) own.rating = interaction.rating;
+  if (weight <= 0) return own.rating === undefined ? [] : [own];
+
+  const linked: string[] = [];
+  const recent = profileBefore?.recentItems ?? [];
+  const disliked = new Set(profileBefore?.dislikedItems ?? []);
+  for (let i = recent.length - 1; i >= 0 && linked.length < policy.coOccurrenceWindowItems; i--) {
+    const item = recent[i]!;
+    if (item.productId === productId || disliked.has(item.productId)) continue; // a disliked item is no evidence of taste
+    if (interaction.at - item.at > policy.coOccurrenceWindowMs) break; // older ones are older still
+    linked.push(item.productId);
+  }
+  own.neighbours = linked.map((id) => ({ productId: id, weight }));
+  return [own, ...linked.map((id) => ({ productId: id, popularity: 0, neighbours: [{ productId, weight }] }))];
+}
+
+function byStrength(a: Neighbour, b: Neighbour): number {
+  return b.weight - a.weight || (a.productId < b.productId ? -1 : a.productId > b.productId ? 1 : 0);
+}
+
+/** Adds co-occurrence weight to a bounded neighbour list (Space-Saving eviction, see the file comment). */
+export function addNeighbour(neighbours: readonly Neighbour[], productId: string, weight: number, limit: number): Neighbour[] {
+  const next = neighbours.map((n) => ({ ...n }));
+  const existing = next.find((n) => n.productId === productId);
+  if (existing) existing.weight += weight;
+  else if (next.length < limit) next.push({ productId, weight });
+  else {
+    next.sort(byStrength);
+    const weakest = next[next.length - 1]!;
+    next[next.length - 1] = { productId, weight: weakest.weight + weight };
+  }
+  return next.sort(byStrength);
+}
+
+export interface ItemUpdate {
+  stats: ItemStats;
+  applied: boolean;
+}
+
+export function applyItemDelta(stats: ItemStats | undefined, delta: ItemDelta, interaction: Interaction, policy: RecommendationPolicy): ItemUpdate {
+  const current = stats ?? emptyItemStats(delta.productId);
+  if (wasApplied(current.applied, interaction.eventId, interaction.position)) return { stats: current, applied: false };
+  let neighbours = current.neighbours;
+  for (const n of delta.neighbours) neighbours = addNeighbour(neighbours, n.productId, n.weight, policy.neighboursPerItem);
+  return {
+    stats: {
+      productId: current.productId,
+      popularity: delta.popularity > 0 ? addDecayed(current.popularity, delta.popularity, interaction.at, policy.popularityHalfLifeMs) : current.popularity,
+      engagements: current.engagements + (delta.popularity > 0 ? 1 : 0),
+      neighbours,
+      ratingSum: current.ratingSum + (delta.rating ?? 0),
+      ratingCount: current.ratingCount + (delta.rating === undefined ? 0 : 1),
+      applied: recordApplied(current.applied, interaction.eventId, interaction.position, policy.itemLedgerCapacity),
+    },
+    applied: true,
+  };
+}
+
+/** Bayesian average rating divided by the prior mean: 1 without reviews, below 1 for badly rated items. */
+export function ratingFactor(stats: ItemStats | undefined, policy: RecommendationPolicy): number {
+  if (!stats || stats.ratingCount === 0) return 1;
+  const average = (stats.ratingSum + policy.ratingPriorMean * policy.ratingPriorCount) / (stats.ratingCount + policy.ratingPriorCount);
+  return average / policy.ratingPriorMean;
+}
+
+/** The board of all items, for customers without any category. */
+export const ALL_CATEGORIES = '*';
+
+export interface CategoryBoardEntry {
+  productId: string;
+  popularity: DecayedValue;
+}
+
+export interface CategoryPopularity {
+  category: string;
+  /** Unordered; at most policy.categoryBoardSize. */
+  entries: CategoryBoardEntry[];
+}
+
+/**
+ * Sets an item's popularity on a board. The newer value (later asOf; on a tie the larger) wins, so repeated and
+ * reordered writes of the same values converge. Beyond the size, the entry weakest at the newest asOf on the board
+ * goes (ties: id last in order).
+ */
+export function upsertCategoryBoard(board: CategoryPopularity | undefined, category: string, productId: string, popularity: DecayedValue, policy: RecommendationPolicy): CategoryPopularity {
+  const entries = (board?.entries ?? []).map((e) => ({ ...e }));
+  const existing = entries.find((e) => e.productId === productId);
+  if (existing) {
+    const newer = popularity.asOf > existing.popularity.asOf || (popularity.asOf === existing.popularity.asOf && popularity.value > existing.popularity.value);
+    if (newer) existing.popularity = { ...popularity };
+  } else {
+    entries.push({ productId, popularity: { ...popularity } });
+  }
+  if (entries.length > policy.categoryBoardSize) {
+    const at = Math.max(...entries.map((e) => e.popularity.asOf));
+    entries.sort((a, b) => decayedAt(b.popularity, at, policy.popularityHalfLifeMs) - decayedAt(a.popularity, at, policy.popularityHalfLifeMs) || (a.productId < b.productId ? -1 : 1));
+    entries.length = policy.categoryBoardSize;
+  }
+  return { category, entries };
+}
+
+/** A board's items by popularity at `now`, strongest first (ties by id). */
+export function rankedBoard(board: CategoryPopularity | undefined, now: number, policy: RecommendationPolicy): Array<{ productId: string; popularity: number }> {
+  return (board?.entries ?? [])
+    .map((e) => ({ productId: e.productId, popularity: decayedAt(e.popularity, now, policy.popularityHalfLifeMs) }))
+    .sort((a, b) => b.popularity - a.popularity || (a.productId < b.productId ? -1 : 1));
+}
