@@ -78,7 +78,9 @@ interface K8sObject extends Obj {
   file: string;
 }
 
-const K8S_DIR = 'k8s';
+// The base manifests; deploy/k8s/kustomization.yaml builds them, deploy/k8s/secure/ adds TLS and users
+// (test/unit/deploy-k8s-secure.test.ts).
+const K8S_DIR = 'k8s/base';
 const k8sFiles = listDir(K8S_DIR, '.yaml').filter((f) => f !== 'kustomization.yaml');
 
 function loadK8s(): K8sObject[] {
@@ -139,10 +141,13 @@ test('k8s: every object has apiVersion, kind, a name and the pipeline namespace'
   for (const o of k8s) assert.equal(o.apiVersion, known[o.kind], `${label(o)}: apiVersion of a ${o.kind}`);
 });
 
-test('k8s: kustomization lists every manifest', () => {
+test('k8s: kustomization lists every manifest, and deploy/k8s builds the base', () => {
   const [kustomization] = readYamlDocs(`${K8S_DIR}/kustomization.yaml`) as Obj[];
   assert.equal(kustomization?.kind, 'Kustomization');
   assert.deepEqual([...arr(kustomization?.resources)].sort(), k8sFiles);
+  const [top] = readYamlDocs('k8s/kustomization.yaml') as Obj[];
+  assert.equal(top?.kind, 'Kustomization');
+  assert.deepEqual(top?.resources, ['base'], 'kubectl apply -k deploy/k8s applies the base');
 });
 
 test('k8s: workloads have replicas, selectors matching their template labels, and StatefulSets a headless service', () => {
