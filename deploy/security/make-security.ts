@@ -10,6 +10,9 @@
  *   questdb/credentials.json               QuestDB users: `hub` (HTTP + PostgreSQL, read-write), `analyst` (PostgreSQL, read-only)
  *   questdb/security.conf                  the matching lines for QuestDB's server.conf
  *
+ * --mount-dir /etc/nats-security writes the nats/*.conf files for a nats-server that finds this folder's tls/ files
+ * under that directory (a Kubernetes Secret mounted there, deploy/k8s/secure); by default they name the folder itself.
+ *
  * Run again with more --edge ids to add agents: what exists is kept (the CA, the keys, every seed), so nothing
  * already deployed has to change; the two nats/*.conf files and questdb/security.conf are rewritten from it.
  *
@@ -23,7 +26,7 @@ import { execFileSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { chmodSync, existsSync, mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { isIP } from 'node:net';
-import { join, resolve } from 'node:path';
+import { join, posix, resolve } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { parseArgs } from 'node:util';
 
@@ -42,6 +45,12 @@ export interface SecurityOptions {
   schemaBucket: string;
   /** Days the server certificate is valid. */
   days: number;
+  /**
+   * Absolute folder the nats-server will find this folder's files in (e.g. `/etc/nats-security`, where a Kubernetes
+   * Secret is mounted with the same tls/ and nats/ layout): the nats/*.conf files name the certificates under it.
+   * Default: the output folder itself.
+   */
+  mountDir?: string;
 }
 
 export interface SecurityPaths {
@@ -64,6 +73,16 @@ export interface QuestDbCredentials {
 
 export function securityPaths(dir: string): SecurityPaths {
   const root = resolve(dir);
+  return pathsUnder(root, join);
+}
+
+/** The paths of a folder as nats-server sees it at `mountDir` (an absolute POSIX path, as in a container). */
+export function mountedSecurityPaths(mountDir: string): SecurityPaths {
+  if (!posix.isAbsolute(mountDir)) throw new Error(`--mount-dir ${JSON.stringify(mountDir)}: give an absolute path (nats-server reads the certificates by it)`);
+  return pathsUnder(posix.normalize(mountDir).replace(/(.)\/$/, '$1'), posix.join);
+}
+
+function pathsUnder(root: string, join: (...parts: string[]) => string): SecurityPaths {
   return {
     dir: root,
     caFile: join(root, 'tls', 'ca.pem'),
@@ -237,6 +256,8 @@ export function makeSecurity(options: SecurityOptions): SecurityPaths {
   }
   if (options.hosts.length === 0) throw new Error('give at least one --host');
   const p = securityPaths(options.out);
+  // The paths the nats/*.conf files name: where nats-server finds the files (the folder itself unless mounted elsewhere).
+  const served = options.mountDir === undefined ? p : mountedSecurityPaths(options.mountDir);
   for (const sub of ['nats/edges', 'questdb']) mkdirSync(join(p.dir, sub), { recursive: true, mode: 0o700 });
   makeCertificates(p, options.hosts, options.days);
   const hubKey = userKey(p.hubSeedFile);
@@ -246,8 +267,8 @@ export function makeSecurity(options: SecurityOptions): SecurityPaths {
     .map((f) => f.slice(0, -3))
     .sort()
     .map((id) => ({ id, key: userKey(p.edgeSeedFile(id)) }));
-  writeFileSync(p.natsClientConf, natsClientConf(p, hubKey, edges, options.schemaBucket));
-  writeFileSync(p.natsClusterConf, natsClusterConf(p));
+  writeFileSync(p.natsClientConf, natsClientConf(served, hubKey, edges, options.schemaBucket));
+  writeFileSync(p.natsClusterConf, natsClusterConf(served));
   writeFileSync(p.questdbConf, questdbConf(questdbCredentials(p)));
   chmodSync(p.questdbConf, 0o600);
   return p;
@@ -265,24 +286,30 @@ function main(): void {
       edge: { type: 'string', multiple: true, default: [] },
       'schema-bucket': { type: 'string', default: 'schemas' },
       days: { type: 'string', default: '825' },
+      'mount-dir': { type: 'string' },
       help: { type: 'boolean', default: false },
     },
   });
   if (values.help || !values.out) {
     process.stdout.write(
-      'usage: npx tsx deploy/security/make-security.ts --out <dir> [--host <name|ip>]... [--edge <agentId>]... [--schema-bucket schemas] [--days 825]\n',
+      'usage: npx tsx deploy/security/make-security.ts --out <dir> [--host <name|ip>]... [--edge <agentId>]... [--schema-bucket schemas] [--days 825]\n' +
+        '       [--mount-dir <absolute dir where nats-server finds this folder, e.g. /etc/nats-security; default: --out>]\n',
     );
     process.exitCode = values.help ? 0 : 2;
     return;
   }
   const hosts = values.host.length > 0 ? values.host : ['127.0.0.1', 'localhost'];
-  const p = makeSecurity({ out: values.out, hosts, edges: values.edge, schemaBucket: values['schema-bucket'], days: Number(values.days) });
+  const p = makeSecurity({
+    out: values.out, hosts, edges: values.edge, schemaBucket: values['schema-bucket'], days: Number(values.days),
+    ...(values['mount-dir'] !== undefined ? { mountDir: values['mount-dir'] } : {}),
+  });
   process.stdout.write(
     `secrets in ${p.dir}:\n` +
       `  CA certificate (give to agents and hub): ${p.caFile}\n` +
       `  hub seed: ${p.hubSeedFile}\n` +
       `  edge seeds: ${join(p.dir, 'nats', 'edges')}/<agentId>.nk\n` +
       `  nats-server: paste (or include, by a path relative to the config file) ${p.natsClientConf} at the top level and ${p.natsClusterConf} inside cluster {}\n` +
+      (values['mount-dir'] !== undefined ? `    (they name the certificates under ${values['mount-dir']}, where nats-server is to find tls/)\n` : '') +
       `  QuestDB: append ${p.questdbConf} to server.conf; credentials in ${p.questdbCredentials}\n`,
   );
 }

@@ -52,6 +52,28 @@ test('make-security makes certificates, seeds and configs, keeps them when run a
   }
 });
 
+test('make-security --mount-dir: the nats confs name the certificates where nats-server finds them (a Secret\'s mount)', () => {
+  const dir = mkdtempSync(join(tmpdir(), 'secrets-mount-'));
+  try {
+    const p = makeSecurity({ out: dir, hosts: ['nats'], edges: ['gw-1'], schemaBucket: 'schemas', days: 2, mountDir: '/etc/nats-security/' });
+    for (const file of [p.natsClientConf, p.natsClusterConf]) {
+      const conf = readFileSync(file, 'utf8');
+      assert.match(conf, /cert_file: "\/etc\/nats-security\/tls\/server\.pem"/);
+      assert.match(conf, /key_file: "\/etc\/nats-security\/tls\/server-key\.pem"/);
+      assert.match(conf, /ca_file: "\/etc\/nats-security\/tls\/ca\.pem"/);
+      assert.ok(!conf.includes(dir), `${file} does not name the output folder`);
+    }
+    assert.match(readFileSync(p.natsClientConf, 'utf8'), /"events\.gw-1\.\*"/, 'the users are the same');
+    assert.equal(p.serverCertFile, join(dir, 'tls', 'server.pem'), 'the files are still written to --out');
+    // Without it (as scripts/lib/stack.ts runs it) the confs name the folder itself again.
+    makeSecurity({ out: dir, hosts: ['nats'], edges: [], schemaBucket: 'schemas', days: 2 });
+    assert.ok(readFileSync(p.natsClientConf, 'utf8').includes(`cert_file: ${JSON.stringify(p.serverCertFile)}`));
+    assert.throws(() => makeSecurity({ out: dir, hosts: ['nats'], edges: [], schemaBucket: 'schemas', days: 2, mountDir: 'etc/nats' }), /absolute/);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
 test('NATS auth settings that cannot work are named', () => {
   const dir = mkdtempSync(join(tmpdir(), 'seed-'));
   try {
