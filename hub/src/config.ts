@@ -1,5 +1,6 @@
 /** The hub's configuration: one JSON Schema (defaults and descriptions on every field), loaded once at start. */
 import { hostname } from 'node:os';
+import type { RecommendationsConfig } from './recommendations/infrastructure/recommendations-service.js';
 import type { PipelineAlertThresholds } from './alerting/pipeline-alert-rules.js';
 import type { WebhookConfig } from './alerting/webhook-notifier.js';
 import { ConfigError, configPathFromArgv, loadConfig } from '../../shared/config.js';
@@ -59,6 +60,7 @@ export interface HubConfig {
     freshStart: 'all' | 'new';
     watermark: { maxOutOfOrdernessMs: number; idleTimeoutMs: number; advanceWhenAllIdle: boolean };
   };
+  recommendations: RecommendationsConfig;
   http: { host: string; port: number };
   dashboard: { enabled: boolean; intervalMs: number; maxClients: number; metricsIntervalMs: number; metricsTable: string };
   alerting: { pipeline: { enabled: boolean } & PipelineAlertThresholds; webhooks: WebhookConfig[] };
@@ -412,6 +414,32 @@ export const hubConfigSchema = {
             'Where a partition without a snapshot (a new state bucket) starts: all = every message EVENTS still holds; new = only what is published after the first worker took it.',
         },
         watermark: watermarkSettingsSchema,
+      },
+    },
+    recommendations: {
+      type: 'object',
+      additionalProperties: false,
+      default: {},
+      description:
+        'Real-time customer profiles and recommendations from shop app events (hub/src/recommendations), served at /v1/... on the http port. ' +
+        'Partitions are leased between the hubs that enable it; profiles and item statistics live in NATS KV (recs-profiles, recs-items).',
+      properties: {
+        enabled: { type: 'boolean', default: false, description: 'Run the recommendations (apply events and serve the API).' },
+        applyEvents: { type: 'boolean', default: true, description: 'Apply events (take partition leases); false: only serve the API from the read model.' },
+        workerId: {
+          type: 'string',
+          pattern: '^[A-Za-z0-9_.-]{1,64}$',
+          default: `${hostname()}-${process.pid}`,
+          description: 'Name of this worker in the recommendations leases. @default <host name>-<pid>',
+        },
+        partitions: { type: 'integer', minimum: 1, maximum: 1024, default: 8, description: "Number of event partitions; must equal the edge agents' `partitions`." },
+        replicas: { type: 'integer', minimum: 1, maximum: 5, default: 3, description: 'Replicas of the recommendations KV buckets when the hub creates them.' },
+        catalogueFile: { type: 'string', minLength: 1, description: 'Products loaded at start: JSON array or NDJSON of { id, name, category, price } (the KV bucket recs-catalogue is watched too). @default none' },
+        flushIntervalMs: { type: 'integer', minimum: 50, default: 250, description: 'How often changed profiles and item statistics are written to KV and the covered messages acked.' },
+        leaseTtlMs: { type: 'integer', minimum: 1000, default: 15000, description: "A dead worker's partitions are free this long after its last renewal." },
+        ackWaitMs: { type: 'integer', minimum: 1000, default: 60000, description: 'ack_wait of the recommendations consumers (far above flushIntervalMs).' },
+        maxAckPending: { type: 'integer', minimum: 1, default: 20000, description: 'Messages delivered and not yet covered by a checkpoint, per partition.' },
+        inactiveThresholdMs: { type: 'integer', minimum: 60000, default: 3600000, description: 'A consumer nobody reads for this long is deleted by the server (so it cannot hold EVENTS messages forever).' },
       },
     },
     http: {

@@ -31,6 +31,8 @@ import { RegistrySchemaResolver, StaticSchemaResolver, type SchemaResolver } fro
 import { ensureStreams, streamSpecs } from './streams.js';
 import { UnmappedEvents } from './unmapped-events.js';
 import { AnalyticsService } from './analytics/analytics-service.js';
+import { recommendationsRoutes } from './recommendations/infrastructure/http-routes.js';
+import { RecommendationsService } from './recommendations/infrastructure/recommendations-service.js';
 import { publishRuleFiles } from './rules/index.js';
 import { JetStreamAlertSink } from './sinks/jetstream-alert-sink.js';
 import { createQuestDbAnalyticsSink, type QuestDbAnalyticsSink } from './sinks/questdb-analytics-sink.js';
@@ -127,6 +129,7 @@ async function main(): Promise<number> {
   const shutdown = new AbortController();
   let worker: HubWorker | undefined;
   let analytics: AnalyticsService | undefined;
+  let recommendations: RecommendationsService | undefined;
   let analyticsSink: QuestDbAnalyticsSink | undefined;
   let signals = 0;
   const onSignal = (signal: NodeJS.Signals): void => {
@@ -173,8 +176,8 @@ async function main(): Promise<number> {
   let schemaWatch: KvSchemaWatch | undefined;
   const metrics = new HubMetrics(undefined, { defaultMetrics: true });
   const analyticsOnly = !config.consumer.enabled;
-  if (analyticsOnly && !config.analytics.enabled) {
-    process.stderr.write('consumer.enabled and analytics.enabled are both false: this hub would do nothing\n');
+  if (analyticsOnly && !config.analytics.enabled && !config.recommendations.enabled) {
+    process.stderr.write('consumer.enabled, analytics.enabled and recommendations.enabled are all false: this hub would do nothing\n');
     return 2;
   }
   const statusOptions: StatusServerOptions = {
@@ -182,8 +185,9 @@ async function main(): Promise<number> {
     port: config.http.port,
     registry: metrics.registry,
     health: () => ({
-      ...healthOf(connection.connected(), worker?.status() ?? (analyticsOnly && analytics ? analyticsOnlyStatus : startingStatus)),
+      ...healthOf(connection.connected(), worker?.status() ?? (analyticsOnly && (analytics || recommendations) ? analyticsOnlyStatus : startingStatus)),
       ...(analytics ? { analytics: analytics.status() } : {}),
+      ...(recommendations ? { recommendations: recommendations.status() } : {}),
     }),
   };
   let observability: Observability | undefined;
@@ -333,6 +337,14 @@ async function main(): Promise<number> {
       );
       log.info({ workerId: config.analytics.workerId, partitions: config.analytics.partitions }, 'analytics running');
     }
+    if (config.recommendations.enabled) {
+      recommendations = await retrying('recommendations', () => RecommendationsService.start(nc, jetstream(nc), jsm, config.recommendations, log), shutdown.signal, log);
+      if (statusServer) {
+        const api = recommendationsRoutes(recommendations.useCases);
+        const others = statusOptions.routes;
+        statusOptions.routes = (request, response, path) => api(request, response, path) || (others?.(request, response, path) ?? false);
+      }
+    }
     if (config.rollups.enabled) {
       // After the analytics tables (the alerts rollups read them); QuestDB fills new views in the background.
       const rollups = rollupSpecs(undefined, { refreshEveryMinutes: config.rollups.refreshEveryMinutes });
@@ -344,11 +356,12 @@ async function main(): Promise<number> {
       log.info({ durable: config.consumer.durableName, ...config.sink }, 'hub consuming');
       await worker.run();
     } else {
-      log.info('raw events are written by other hub processes (consumer.enabled=false); this one runs the analytics only');
+      log.info('raw events are written by other hub processes (consumer.enabled=false); this one runs the analytics and recommendations only');
       await new Promise<void>((resolve) => (shutdown.signal.aborted ? resolve() : shutdown.signal.addEventListener('abort', () => resolve(), { once: true })));
     }
-    // Analytics gives its partitions up (last checkpoint each) so other workers take them over at once.
+    // Analytics and recommendations give their partitions up (last checkpoint each) so other workers take them over at once.
     await analytics?.stop();
+    await recommendations?.stop();
     await analyticsSink?.close();
     await schemaWatch?.stop();
     await sink?.close();

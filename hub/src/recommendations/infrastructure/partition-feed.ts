@@ -1,0 +1,245 @@
+/**
+ * Feeds one EVENTS partition, in stream order, into a state that writes itself idempotently, while this worker holds
+ * the partition's lease (KvLeaseManager, bucket of its own). The same takeover as the analytics' PartitionProcessor:
+ *
+ *   1. Load the partition's checkpoint ({ seq, generation }) and save it back with generation g+1: a compare-and-swap
+ *      that fails if another worker got there first (the fence).
+ *   2. Create the durable consumer `<prefix>-p<N>-g<g+1>` on `events.*.<N>` from seq+1 (AckAll) and delete older
+ *      generations. EVENTS has interest retention: the messages after seq stay until this consumer acks them.
+ *   3. Each message's batch goes to `target.apply` with its stream sequence. Every `flushIntervalMs`:
+ *      `target.flush()` (every record it writes carries, per partition, the last stream position applied to it),
+ *      then the checkpoint (CAS), then the ack of the last message.
+ *
+ * Exactly once: after a crash the next owner replays from the checkpoint, and the target skips, per record, the
+ * positions at or below the record's own mark, so records written after the checkpoint are not counted again and the
+ * others are. A delivery gap (deliveries lost on a cut connection) gives the partition up, as in the analytics.
+ */
+import { AckPolicy, DeliverPolicy, ReplayPolicy, type ConsumerMessages, type JetStreamClient, type JetStreamManager, type JsMsg } from '@nats-io/jetstream';
+import { Kvm, type KV } from '@nats-io/kv';
+import { nanos, type NatsConnection } from '@nats-io/transport-node';
+import type { Logger } from '../../../../shared/logger.js';
+import { decodeBatch, EVENTS_STREAM, type EventBatch } from '../../../../shared/wire.js';
+import { errorMessage } from '../../errors.js';
+
+export interface PartitionFeedTarget {
+  /** Loads what the partition's state needs (called once, before the first batch). */
+  open(partition: number): Promise<void>;
+  /** Applies one batch at stream sequence `seq` (may prefetch records; called one at a time, in order). */
+  apply(batch: EventBatch, seq: number): Promise<void>;
+  /** Writes every record changed since the last flush; throws when a write failed or was fenced. */
+  flush(): Promise<void>;
+  /** Drops the partition's state from memory (it was given up). */
+  close(): void;
+}
+
+export interface PartitionFeedSettings {
+  consumerPrefix: string;
+  flushIntervalMs: number;
+  ackWaitMs: number;
+  maxAckPending: number;
+  inactiveThresholdMs: number;
+}
+
+interface Checkpoint {
+  seq: number;
+  generation: number;
+  owner: string;
+  savedAt: number;
+}
+
+export class CheckpointStore {
+  private kv: Promise<KV> | undefined;
+  constructor(
+    private readonly nc: NatsConnection,
+    private readonly bucket: string,
+    private readonly replicas: number,
+  ) {}
+
+  private open(): Promise<KV> {
+    this.kv ??= new Kvm(this.nc).create(this.bucket, { replicas: this.replicas, history: 1 });
+    return this.kv;
+  }
+
+  async load(partition: number): Promise<{ checkpoint: Checkpoint | undefined; revision: number }> {
+    const entry = await (await this.open()).get(`p${partition}`);
+    if (!entry || entry.operation !== 'PUT' || entry.length === 0) return { checkpoint: undefined, revision: entry?.revision ?? 0 };
+    return { checkpoint: entry.json<Checkpoint>(), revision: entry.revision };
+  }
+
+  /** CAS on `revision`; throws when another worker saved meanwhile. */
+  async save(partition: number, checkpoint: Checkpoint, revision: number): Promise<number> {
+    const kv = await this.open();
+    const value = JSON.stringify(checkpoint);
+    return revision === 0 ? kv.create(`p${partition}`, value) : kv.update(`p${partition}`, value, revision);
+  }
+}
+
+export interface PartitionFeedStats {
+  partition: number;
+  generation: number;
+  streamSeq: number;
+  batches: number;
+  events: number;
+  flushes: number;
+  flushFailures: number;
+}
+
+export class PartitionFeed {
+  private messages: ConsumerMessages | undefined;
+  private loop: Promise<void> | undefined;
+  private timer: NodeJS.Timeout | undefined;
+  private revision = 0;
+  private generation = 0;
+  private seq = 0;
+  private checkpointedSeq = 0;
+  private lastDelivery = 0;
+  /** The last message applied in full (acked at the next checkpoint, which covers it). */
+  private lastMessage: JsMsg | undefined;
+  private flushing: Promise<void> | undefined;
+  /** The batch being applied: a flush waits for it, and no batch starts while a flush runs (see flushSafely). */
+  private applying: Promise<void> | undefined;
+  private stopping = false;
+  private fenced = false;
+  readonly stats: PartitionFeedStats;
+
+  constructor(
+    readonly partition: number,
+    private readonly target: PartitionFeedTarget,
+    private readonly checkpoints: CheckpointStore,
+    private readonly settings: PartitionFeedSettings,
+    private readonly deps: { js: JetStreamClient; jsm: JetStreamManager; workerId: string; log: Logger; holdsLease: () => boolean; onFenced: (partition: number) => void },
+  ) {
+    this.stats = { partition, generation: 0, streamSeq: 0, batches: 0, events: 0, flushes: 0, flushFailures: 0 };
+  }
+
+  async start(): Promise<void> {
+    const { jsm, js, log } = this.deps;
+    const loaded = await this.checkpoints.load(this.partition);
+    this.seq = loaded.checkpoint?.seq ?? 0;
+    this.checkpointedSeq = this.seq;
+    this.generation = (loaded.checkpoint?.generation ?? 0) + 1;
+    this.stats.generation = this.generation;
+    this.stats.streamSeq = this.seq;
+    this.revision = await this.checkpoints.save(this.partition, this.checkpoint(), loaded.revision);
+    await this.target.open(this.partition);
+    const name = `${this.settings.consumerPrefix}-p${this.partition}-g${this.generation}`;
+    await jsm.consumers.delete(EVENTS_STREAM, name).catch(() => undefined);
+    await jsm.consumers.add(EVENTS_STREAM, {
+      durable_name: name,
+      description: `recommendations: profiles and item statistics of partition ${this.partition}; acked up to the last checkpoint`,
+      filter_subject: `events.*.${this.partition}`,
+      ack_policy: AckPolicy.All,
+      ack_wait: nanos(this.settings.ackWaitMs),
+      max_ack_pending: this.settings.maxAckPending,
+      max_deliver: -1,
+      inactive_threshold: nanos(this.settings.inactiveThresholdMs),
+      replay_policy: ReplayPolicy.Instant,
+      ...(this.seq > 0 ? { deliver_policy: DeliverPolicy.StartSequence, opt_start_seq: this.seq + 1 } : { deliver_policy: DeliverPolicy.All }),
+    });
+    for await (const info of jsm.consumers.list(EVENTS_STREAM)) {
+      if (info.name.startsWith(`${this.settings.consumerPrefix}-p${this.partition}-g`) && info.name !== name) {
+        await jsm.consumers.delete(EVENTS_STREAM, info.name).catch(() => undefined);
+      }
+    }
+    this.messages = await (await js.consumers.get(EVENTS_STREAM, name)).consume({ max_messages: 64 });
+    log.info({ partition: this.partition, generation: this.generation, fromSeq: this.seq + 1 }, 'recommendations: partition taken');
+    this.loop = this.run().catch((error: unknown) => log.error({ err: error, partition: this.partition }, 'recommendations: partition loop failed'));
+    this.timer = setInterval(() => void this.flushSafely(), this.settings.flushIntervalMs);
+    this.timer.unref();
+  }
+
+  /** Last flush and checkpoint (unless fenced), then stops consuming; the consumer stays for the next owner. */
+  async stop(): Promise<void> {
+    if (this.stopping) return;
+    this.stopping = true;
+    if (this.timer) clearInterval(this.timer);
+    this.messages?.stop();
+    await this.loop;
+    if (!this.fenced) await this.flushSafely(true);
+    this.target.close();
+  }
+
+  stillOwner(): boolean {
+    if (this.fenced) return false;
+    if (this.deps.holdsLease()) return true;
+    this.fence('its lease is overdue');
+    return false;
+  }
+
+  private fence(why: string): void {
+    if (this.fenced) return;
+    this.fenced = true;
+    this.deps.log.warn({ partition: this.partition, why }, 'recommendations: partition fenced; the next owner replays from the last checkpoint');
+    this.deps.onFenced(this.partition);
+  }
+
+  private async run(): Promise<void> {
+    for await (const message of this.messages!) {
+      if (this.stopping || this.fenced) break;
+      if (this.flushing) await this.flushing.catch(() => undefined);
+      const delivery = message.info.deliverySequence;
+      if (this.lastDelivery > 0 && delivery > this.lastDelivery + 1) {
+        this.fence(`deliveries ${this.lastDelivery + 1}-${delivery - 1} never arrived`);
+        break;
+      }
+      if (delivery > this.lastDelivery) this.lastDelivery = delivery;
+      const seq = message.info.streamSequence;
+      if (seq <= this.seq) continue; // a redelivery of what the state covers
+      let batch: EventBatch;
+      try {
+        batch = decodeBatch(message.data);
+      } catch (error) {
+        this.deps.log.warn({ partition: this.partition, seq, err: errorMessage(error) }, 'recommendations: undecodable message skipped');
+        this.seq = seq;
+        this.lastMessage = message;
+        continue;
+      }
+      this.applying = this.target.apply(batch, seq);
+      try {
+        await this.applying;
+      } finally {
+        this.applying = undefined;
+      }
+      // Only a message applied in full may be acked: AckAll lets the server drop everything up to it.
+      this.seq = seq;
+      this.lastMessage = message;
+      this.stats.batches++;
+      this.stats.events += batch.events.length;
+    }
+  }
+
+  private flushSafely(final = false): Promise<void> {
+    if (this.flushing) return final ? this.flushing.then(() => this.flushSafely(true)) : this.flushing;
+    if (this.seq === this.checkpointedSeq && !final) return Promise.resolve();
+    this.flushing = (async () => {
+      try {
+        // Never in the middle of a batch: a profile written with an event whose item updates are still unwritten
+        // would, after a crash, mark the event applied while the items never get it. The loop waits for us in turn.
+        if (this.applying) await this.applying.catch(() => undefined);
+        if (!this.stillOwner()) return;
+        const seq = this.seq;
+        const last = this.lastMessage;
+        await this.target.flush();
+        if (!this.stillOwner()) return;
+        if (seq > this.checkpointedSeq) {
+          this.revision = await this.checkpoints.save(this.partition, { ...this.checkpoint(), seq }, this.revision);
+          this.checkpointedSeq = seq;
+        }
+        last?.ack();
+        this.stats.flushes++;
+        this.stats.streamSeq = seq;
+      } catch (error) {
+        this.stats.flushFailures++;
+        this.deps.log.warn({ partition: this.partition, err: errorMessage(error) }, 'recommendations: flush failed; nothing acked, retrying');
+        if (/wrong last sequence|key exists/i.test(errorMessage(error))) this.fence(errorMessage(error));
+      }
+    })().finally(() => {
+      this.flushing = undefined;
+    });
+    return this.flushing;
+  }
+
+  private checkpoint(): Checkpoint {
+    return { seq: this.seq, generation: this.generation, owner: this.deps.workerId, savedAt: Date.now() };
+  }
+}

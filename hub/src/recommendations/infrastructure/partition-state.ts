@@ -1,0 +1,180 @@
+/**
+ * The write side of one partition: the ports of the application layer over an in-memory cache of the partition's
+ * keys (its customers' profiles, its shards of item statistics and category boards), loaded from KV on first use and
+ * written back by `flush()` (only what changed). Used as the PartitionFeed's target: each app event of a batch goes
+ * through `recordAppEvent` with its position (`p<N>`, stream sequence x 65536 + index in the batch), which the
+ * applied-events ledger of every record it changes remembers; a replay after a crash is skipped record by record.
+ */
+import type { KV } from '@nats-io/kv';
+import type { EventBatch, WireEvent } from '../../../../shared/wire.js';
+import { RecommendationsUseCases, type Catalogue } from '../application/index.js';
+import type { CustomerProfileRepository, ItemStatsRepository } from '../application/ports.js';
+import type { CategoryPopularity, CustomerProfile, ItemStats, RecommendationPolicy } from '../domain/index.js';
+import { boardShardKey, decodeValue, encodeValue, itemShardKey, profileKey } from './kv-state.js';
+import type { PartitionFeedTarget } from './partition-feed.js';
+
+/** Batches are at most 65535 events (the agent's maxBatchEvents is 2000), so positions never collide. */
+export const POSITION_STRIDE = 65_536;
+
+/** Writes in flight at once during a flush. */
+const FLUSH_CONCURRENCY = 256;
+/** Past this many cached keys, a flush forgets the clean ones (they are in KV; the next use loads them again). */
+const MAX_CACHED_KEYS = 200_000;
+
+class CachedKeys<T> {
+  readonly values = new Map<string, T | undefined>();
+  readonly dirty = new Set<string>();
+  constructor(private readonly kv: KV) {}
+
+  async get(key: string): Promise<T | undefined> {
+    if (this.values.has(key)) return this.values.get(key);
+    const entry = await this.kv.get(key);
+    const value = entry && entry.operation === 'PUT' && entry.length > 0 ? decodeValue<T>(entry.value) : undefined;
+    // Another load of the same key may have finished (and been changed) meanwhile: keep what is there.
+    if (!this.values.has(key)) this.values.set(key, value);
+    return this.values.get(key);
+  }
+
+  set(key: string, value: T): void {
+    this.values.set(key, value);
+    this.dirty.add(key);
+  }
+
+  async flush(): Promise<number> {
+    const keys = [...this.dirty];
+    this.dirty.clear();
+    try {
+      for (let i = 0; i < keys.length; i += FLUSH_CONCURRENCY) {
+        await Promise.all(keys.slice(i, i + FLUSH_CONCURRENCY).map((key) => this.kv.put(key, encodeValue(this.values.get(key)))));
+      }
+    } catch (error) {
+      for (const key of keys) this.dirty.add(key); // written again next time: a put of the same value is harmless
+      throw error;
+    }
+    if (this.values.size > MAX_CACHED_KEYS) for (const key of this.values.keys()) if (!this.dirty.has(key)) this.values.delete(key);
+    return keys.length;
+  }
+}
+
+class PartitionProfiles implements CustomerProfileRepository {
+  constructor(private readonly cache: CachedKeys<CustomerProfile>) {}
+  get(customerId: string): Promise<CustomerProfile | undefined> {
+    return this.cache.get(profileKey(customerId));
+  }
+  async put(profile: CustomerProfile): Promise<void> {
+    this.cache.set(profileKey(profile.customerId), profile);
+  }
+}
+
+/** Item statistics as this partition's shards: updates touch only them (single writer, see kv-state.ts). */
+class PartitionItemShards implements ItemStatsRepository {
+  constructor(
+    private readonly partition: number,
+    private readonly items: CachedKeys<ItemStats>,
+    private readonly boards: CachedKeys<CategoryPopularity>,
+  ) {}
+  async getItems(productIds: readonly string[]): Promise<Map<string, ItemStats>> {
+    const found = new Map<string, ItemStats>();
+    for (const id of productIds) {
+      const stats = await this.items.get(itemShardKey(id, this.partition));
+      if (stats) found.set(id, stats);
+    }
+    return found;
+  }
+  async updateItem(productId: string, change: (current: ItemStats | undefined) => ItemStats): Promise<ItemStats> {
+    const key = itemShardKey(productId, this.partition);
+    const next = change(await this.items.get(key));
+    this.items.set(key, next);
+    return next;
+  }
+  async getCategories(categories: readonly string[]): Promise<Map<string, CategoryPopularity>> {
+    const found = new Map<string, CategoryPopularity>();
+    for (const category of categories) {
+      const board = await this.boards.get(boardShardKey(category, this.partition));
+      if (board) found.set(category, board);
+    }
+    return found;
+  }
+  async updateCategory(category: string, change: (current: CategoryPopularity | undefined) => CategoryPopularity): Promise<CategoryPopularity> {
+    const key = boardShardKey(category, this.partition);
+    const next = change(await this.boards.get(key));
+    this.boards.set(key, next);
+    return next;
+  }
+}
+
+export interface PartitionStateCounters {
+  applied: number;
+  duplicates: number;
+  ignored: number;
+  invalid: number;
+  written: number;
+}
+
+/** An app event of the wire as the domain's AppEventLike (wire times are microseconds). */
+export function appEventOf(event: WireEvent): { id: string; user_id: string; event_type: string; ts: number; properties?: Record<string, unknown> } | undefined {
+  if (event.type !== 'app.event') return undefined;
+  const body = event.body;
+  if (typeof body.user_id !== 'string' || typeof body.event_type !== 'string') return undefined;
+  const properties = typeof body.properties === 'object' && body.properties !== null ? (body.properties as Record<string, unknown>) : undefined;
+  return { id: event.id, user_id: body.user_id, event_type: body.event_type, ts: Math.floor(event.ts / 1000), ...(properties ? { properties } : {}) };
+}
+
+export class PartitionState implements PartitionFeedTarget {
+  private profiles: CachedKeys<CustomerProfile> | undefined;
+  private items: CachedKeys<ItemStats> | undefined;
+  private boards: CachedKeys<CategoryPopularity> | undefined;
+  private useCases: RecommendationsUseCases | undefined;
+  private partition = -1;
+
+  constructor(
+    private readonly kv: { profiles: KV; items: KV },
+    private readonly catalogue: Catalogue,
+    private readonly policy: RecommendationPolicy | undefined,
+    readonly counters: PartitionStateCounters,
+    /** Called after each applied interaction with the customer and the event time (freshness, enrichment). */
+    private readonly onApplied: (customerId: string, eventTs: number) => void = () => {},
+  ) {}
+
+  async open(partition: number): Promise<void> {
+    // A fresh cache per ownership: what an earlier ownership cached may have been changed by another owner since.
+    this.partition = partition;
+    this.profiles = new CachedKeys(this.kv.profiles);
+    this.items = new CachedKeys(this.kv.items);
+    this.boards = new CachedKeys(this.kv.items);
+    this.useCases = new RecommendationsUseCases({
+      profiles: new PartitionProfiles(this.profiles),
+      itemStats: new PartitionItemShards(partition, this.items, this.boards),
+      catalogue: this.catalogue,
+      clock: { now: () => Date.now() },
+      ...(this.policy ? { policy: this.policy } : {}),
+    });
+  }
+
+  async apply(batch: EventBatch, seq: number): Promise<void> {
+    const useCases = this.useCases!;
+    for (let index = 0; index < batch.events.length; index++) {
+      const event = appEventOf(batch.events[index]!);
+      if (!event) continue;
+      const result = await useCases.recordAppEvent(event, { source: `p${this.partition}`, sequence: seq * POSITION_STRIDE + index });
+      if (!result.ok) this.counters.invalid++;
+      else if (result.value.status === 'applied') {
+        this.counters.applied++;
+        this.onApplied(event.user_id, event.ts);
+      } else if (result.value.status === 'duplicate') this.counters.duplicates++;
+      else this.counters.ignored++;
+    }
+  }
+
+  async flush(): Promise<void> {
+    // Items and boards before profiles: a profile written is the commit mark of its events (see use-cases.ts).
+    let written = (await this.items!.flush()) + (await this.boards!.flush());
+    written += await this.profiles!.flush();
+    this.counters.written += written;
+  }
+
+  close(): void {
+    this.profiles = this.items = this.boards = undefined;
+    this.useCases = undefined;
+  }
+}

@@ -1,0 +1,193 @@
+/**
+ * The read side: every profile and every shard of item statistics and category boards, kept in memory from a watch
+ * on the two KV buckets (initial values first, then every change), so that the API answers from memory, never from
+ * QuestDB or a KV round trip. It implements the application's read ports; item statistics and boards are the merge
+ * of the partitions' shards (see kv-state.ts), computed when read and cached until a shard of the key changes.
+ *
+ * Writes through these ports are refused: the partition owners write (partition-state.ts).
+ */
+import type { KV, KvWatchEntry } from '@nats-io/kv';
+import type { Logger } from '../../../../shared/logger.js';
+import type { CustomerProfileRepository, ItemStatsRepository } from '../application/ports.js';
+import { addNeighbour, decayedAt, emptyAppliedEvents, type CategoryPopularity, type CustomerProfile, type DecayedValue, type ItemStats, type RecommendationPolicy } from '../domain/index.js';
+import { decodeValue, parseItemsKey, parseProfileKey } from './kv-state.js';
+
+type Shards<T> = Map<number, T>;
+
+/** Sums decayed values at the later of their times. */
+function sumDecayed(a: DecayedValue, b: DecayedValue, halfLifeMs: number): DecayedValue {
+  if (a.asOf === 0 && a.value === 0) return { ...b };
+  const at = Math.max(a.asOf, b.asOf);
+  return { value: decayedAt(a, at, halfLifeMs) + decayedAt(b, at, halfLifeMs), asOf: at };
+}
+
+export function mergeItemShards(productId: string, shards: Iterable<ItemStats>, policy: RecommendationPolicy): ItemStats {
+  const merged: ItemStats = { productId, popularity: { value: 0, asOf: 0 }, engagements: 0, neighbours: [], ratingSum: 0, ratingCount: 0, applied: emptyAppliedEvents() };
+  const weights = new Map<string, number>();
+  for (const shard of shards) {
+    merged.popularity = sumDecayed(merged.popularity, shard.popularity, policy.popularityHalfLifeMs);
+    merged.engagements += shard.engagements;
+    merged.ratingSum += shard.ratingSum;
+    merged.ratingCount += shard.ratingCount;
+    for (const n of shard.neighbours) weights.set(n.productId, (weights.get(n.productId) ?? 0) + n.weight);
+  }
+  let neighbours: ItemStats['neighbours'] = [];
+  for (const [id, weight] of [...weights].sort((a, b) => b[1] - a[1] || (a[0] < b[0] ? -1 : 1)).slice(0, policy.neighboursPerItem)) {
+    neighbours = addNeighbour(neighbours, id, weight, policy.neighboursPerItem);
+  }
+  merged.neighbours = neighbours;
+  return merged;
+}
+
+export function mergeBoardShards(category: string, shards: Iterable<CategoryPopularity>, policy: RecommendationPolicy): CategoryPopularity {
+  const byItem = new Map<string, DecayedValue>();
+  for (const shard of shards) {
+    for (const e of shard.entries) byItem.set(e.productId, sumDecayed(byItem.get(e.productId) ?? { value: 0, asOf: 0 }, e.popularity, policy.popularityHalfLifeMs));
+  }
+  const at = Math.max(0, ...[...byItem.values()].map((v) => v.asOf));
+  const entries = [...byItem]
+    .sort((a, b) => decayedAt(b[1], at, policy.popularityHalfLifeMs) - decayedAt(a[1], at, policy.popularityHalfLifeMs) || (a[0] < b[0] ? -1 : 1))
+    .slice(0, policy.categoryBoardSize)
+    .map(([productId, popularity]) => ({ productId, popularity }));
+  return { category, entries };
+}
+
+export interface ReadModelStats {
+  profiles: number;
+  items: number;
+  boards: number;
+  /** Changes applied from the watches. */
+  updates: number;
+  /** Whether both watches have delivered their initial values. */
+  ready: boolean;
+}
+
+export class RecsReadModel implements CustomerProfileRepository, ItemStatsRepository {
+  private readonly profiles = new Map<string, CustomerProfile>();
+  private readonly itemShards = new Map<string, Shards<ItemStats>>();
+  private readonly boardShards = new Map<string, Shards<CategoryPopularity>>();
+  private readonly mergedItems = new Map<string, ItemStats>();
+  private readonly mergedBoards = new Map<string, CategoryPopularity>();
+  private readonly stoppers: Array<() => void> = [];
+  private readonly listeners = new Set<(customerId: string) => void>();
+  private updates = 0;
+  private ready = false;
+
+  constructor(
+    private readonly kv: { profiles: KV; items: KV },
+    private readonly policy: RecommendationPolicy,
+    private readonly log: Logger,
+  ) {}
+
+  /** Starts both watches and resolves once they have delivered what the buckets held. */
+  async start(): Promise<void> {
+    await Promise.all([this.watch(this.kv.profiles, (e) => this.onProfile(e)), this.watch(this.kv.items, (e) => this.onItems(e))]);
+    this.ready = true;
+    this.log.info({ profiles: this.profiles.size, items: this.itemShards.size, boards: this.boardShards.size }, 'recommendations: read model loaded');
+  }
+
+  stop(): void {
+    for (const stop of this.stoppers) stop();
+  }
+
+  /** Called with the customer id after each profile change (the API's freshness, the demo's live view). */
+  onProfileChange(listener: (customerId: string) => void): () => void {
+    this.listeners.add(listener);
+    return () => this.listeners.delete(listener);
+  }
+
+  stats(): ReadModelStats {
+    return { profiles: this.profiles.size, items: this.itemShards.size, boards: this.boardShards.size, updates: this.updates, ready: this.ready };
+  }
+
+  private async watch(kv: KV, apply: (entry: KvWatchEntry) => void): Promise<void> {
+    const iterator = await kv.watch();
+    let loaded!: () => void;
+    const initial = new Promise<void>((resolve) => (loaded = resolve));
+    this.stoppers.push(() => iterator.stop());
+    void (async () => {
+      for await (const entry of iterator) {
+        try {
+          apply(entry);
+        } catch (error) {
+          this.log.warn({ key: entry.key, err: String(error) }, 'recommendations: unreadable KV value skipped');
+        }
+        if (entry.delta === 0) loaded();
+      }
+    })();
+    // An empty bucket has no initial values to count down.
+    const status = await kv.status();
+    if (status.values === 0) loaded();
+    await initial;
+  }
+
+  private onProfile(entry: KvWatchEntry): void {
+    const customerId = parseProfileKey(entry.key);
+    if (customerId === undefined) return;
+    this.updates++;
+    if (entry.operation !== 'PUT' || entry.length === 0) this.profiles.delete(customerId);
+    else this.profiles.set(customerId, decodeValue<CustomerProfile>(entry.value));
+    for (const listener of this.listeners) listener(customerId);
+  }
+
+  private onItems(entry: KvWatchEntry): void {
+    const key = parseItemsKey(entry.key);
+    if (!key) return;
+    this.updates++;
+    const [shards, merged] = key.kind === 'item' ? [this.itemShards, this.mergedItems] : [this.boardShards, this.mergedBoards];
+    const byPartition = (shards.get(key.id) ?? new Map()) as Shards<unknown>;
+    if (entry.operation !== 'PUT' || entry.length === 0) byPartition.delete(key.partition);
+    else byPartition.set(key.partition, decodeValue(entry.value));
+    shards.set(key.id, byPartition as never);
+    merged.delete(key.id);
+  }
+
+  // ------------------------------------------------------------------------------------------------------------
+  // read ports
+
+  async get(customerId: string): Promise<CustomerProfile | undefined> {
+    return this.profiles.get(customerId);
+  }
+
+  async put(): Promise<void> {
+    throw new Error('the read model is read-only: profiles are written by their partition owner');
+  }
+
+  async getItems(productIds: readonly string[]): Promise<Map<string, ItemStats>> {
+    const found = new Map<string, ItemStats>();
+    for (const id of productIds) {
+      let merged = this.mergedItems.get(id);
+      if (!merged) {
+        const shards = this.itemShards.get(id);
+        if (!shards || shards.size === 0) continue;
+        merged = mergeItemShards(id, shards.values(), this.policy);
+        this.mergedItems.set(id, merged);
+      }
+      found.set(id, merged);
+    }
+    return found;
+  }
+
+  async updateItem(): Promise<ItemStats> {
+    throw new Error('the read model is read-only: item statistics are written by the partition owners');
+  }
+
+  async getCategories(categories: readonly string[]): Promise<Map<string, CategoryPopularity>> {
+    const found = new Map<string, CategoryPopularity>();
+    for (const category of categories) {
+      let merged = this.mergedBoards.get(category);
+      if (!merged) {
+        const shards = this.boardShards.get(category);
+        if (!shards || shards.size === 0) continue;
+        merged = mergeBoardShards(category, shards.values(), this.policy);
+        this.mergedBoards.set(category, merged);
+      }
+      found.set(category, merged);
+    }
+    return found;
+  }
+
+  async updateCategory(): Promise<CategoryPopularity> {
+    throw new Error('the read model is read-only: category boards are written by the partition owners');
+  }
+}

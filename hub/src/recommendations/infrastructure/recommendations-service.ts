@@ -1,0 +1,150 @@
+/**
+ * Composition root of the recommendations on a hub: the catalogue, the read model (KV watch, answers the API), and
+ * the write side, one PartitionFeed + PartitionState per partition this worker holds a lease on (leases of its own
+ * bucket, shared with the other hubs that run recommendations, so they split the partitions and take over from a
+ * dead one).
+ */
+import type { JetStreamClient, JetStreamManager } from '@nats-io/jetstream';
+import type { NatsConnection } from '@nats-io/transport-node';
+import type { Logger } from '../../../../shared/logger.js';
+import { KvLeaseManager } from '../../partitions/index.js';
+import { RecommendationsUseCases } from '../application/index.js';
+import { DEFAULT_POLICY } from '../domain/index.js';
+import { CatalogueStore } from './catalogue-store.js';
+import { openRecsBucket, RECS_BUCKETS } from './kv-state.js';
+import { CheckpointStore, PartitionFeed, type PartitionFeedStats } from './partition-feed.js';
+import { PartitionState, type PartitionStateCounters } from './partition-state.js';
+import { RecsReadModel, type ReadModelStats } from './read-model.js';
+
+export interface RecommendationsConfig {
+  enabled: boolean;
+  workerId: string;
+  partitions: number;
+  replicas: number;
+  /** JSON array or NDJSON of products, loaded at start (the KV bucket recs-catalogue is watched as well). */
+  catalogueFile?: string;
+  flushIntervalMs: number;
+  leaseTtlMs: number;
+  ackWaitMs: number;
+  maxAckPending: number;
+  inactiveThresholdMs: number;
+  /** Whether this hub also applies events (false: it only serves the API from the read model). */
+  applyEvents: boolean;
+}
+
+export interface RecommendationsStatus {
+  workerId: string;
+  owned: number[];
+  catalogueProducts: number;
+  readModel: ReadModelStats;
+  counters: PartitionStateCounters;
+  partitions: PartitionFeedStats[];
+}
+
+export class RecommendationsService {
+  readonly useCases: RecommendationsUseCases;
+  readonly readModel: RecsReadModel;
+  readonly catalogue: CatalogueStore;
+  readonly counters: PartitionStateCounters = { applied: 0, duplicates: 0, ignored: 0, invalid: 0, written: 0 };
+  private readonly feeds = new Map<number, PartitionFeed>();
+  private leases: KvLeaseManager | undefined;
+
+  private constructor(
+    private readonly nc: NatsConnection,
+    private readonly js: JetStreamClient,
+    private readonly jsm: JetStreamManager,
+    private readonly config: RecommendationsConfig,
+    private readonly kv: Awaited<ReturnType<typeof openBuckets>>,
+    private readonly log: Logger,
+  ) {
+    this.catalogue = new CatalogueStore(kv.catalogue, log);
+    this.readModel = new RecsReadModel(kv, DEFAULT_POLICY, log);
+    this.useCases = new RecommendationsUseCases({ profiles: this.readModel, itemStats: this.readModel, catalogue: this.catalogue, clock: { now: () => Date.now() } });
+  }
+
+  static async start(nc: NatsConnection, js: JetStreamClient, jsm: JetStreamManager, config: RecommendationsConfig, log: Logger): Promise<RecommendationsService> {
+    const service = new RecommendationsService(nc, js, jsm, config, await openBuckets(nc, config.replicas), log);
+    if (config.catalogueFile) log.info({ file: config.catalogueFile, products: service.catalogue.loadFile(config.catalogueFile) }, 'recommendations: catalogue file loaded');
+    await service.catalogue.start();
+    await service.readModel.start();
+    if (config.applyEvents) {
+      const checkpoints = new CheckpointStore(nc, RECS_BUCKETS.checkpoints, config.replicas);
+      service.leases = new KvLeaseManager(
+        nc,
+        { workerId: config.workerId, partitions: config.partitions, bucket: RECS_BUCKETS.leases, replicas: config.replicas, leaseTtlMs: config.leaseTtlMs },
+        { onAcquire: (partition) => service.take(partition, checkpoints), onRelease: (partition) => service.give(partition) },
+        log,
+      );
+      await service.leases.start();
+    }
+    log.info({ workerId: config.workerId, applyEvents: config.applyEvents, products: service.catalogue.size() }, 'recommendations running');
+    return service;
+  }
+
+  private async take(partition: number, checkpoints: CheckpointStore): Promise<void> {
+    const state = new PartitionState({ profiles: this.kv.profiles, items: this.kv.items }, this.catalogue, undefined, this.counters);
+    const feed = new PartitionFeed(
+      partition,
+      state,
+      checkpoints,
+      {
+        consumerPrefix: 'recs',
+        flushIntervalMs: this.config.flushIntervalMs,
+        ackWaitMs: this.config.ackWaitMs,
+        maxAckPending: this.config.maxAckPending,
+        inactiveThresholdMs: this.config.inactiveThresholdMs,
+      },
+      {
+        js: this.js,
+        jsm: this.jsm,
+        workerId: this.config.workerId,
+        log: this.log,
+        holdsLease: () => this.leases?.holds(partition) ?? false,
+        // Given up as lost: the lease manager calls onRelease (which stops the feed without a last flush).
+        onFenced: (p) => this.leases?.abandon(p, 'its feed was fenced'),
+      },
+    );
+    this.feeds.set(partition, feed);
+    try {
+      await feed.start();
+    } catch (error) {
+      this.feeds.delete(partition);
+      throw error;
+    }
+  }
+
+  private async give(partition: number): Promise<void> {
+    const feed = this.feeds.get(partition);
+    if (!feed) return;
+    await feed.stop();
+    this.feeds.delete(partition);
+  }
+
+  status(): RecommendationsStatus {
+    return {
+      workerId: this.config.workerId,
+      owned: [...this.feeds.keys()].sort((a, b) => a - b),
+      catalogueProducts: this.catalogue.size(),
+      readModel: this.readModel.stats(),
+      counters: { ...this.counters },
+      partitions: [...this.feeds.values()].map((f) => ({ ...f.stats })),
+    };
+  }
+
+  /** Gives every partition up (last flush and checkpoint each), then stops the watches. */
+  async stop(): Promise<void> {
+    await this.leases?.stop();
+    for (const partition of [...this.feeds.keys()]) await this.give(partition);
+    this.readModel.stop();
+    this.catalogue.stop();
+  }
+}
+
+async function openBuckets(nc: NatsConnection, replicas: number) {
+  const [profiles, items, catalogue] = await Promise.all([
+    openRecsBucket(nc, RECS_BUCKETS.profiles, replicas),
+    openRecsBucket(nc, RECS_BUCKETS.items, replicas),
+    openRecsBucket(nc, RECS_BUCKETS.catalogue, replicas),
+  ]);
+  return { profiles, items, catalogue };
+}
