@@ -338,7 +338,8 @@ async function main(): Promise<number> {
       log.info({ workerId: config.analytics.workerId, partitions: config.analytics.partitions }, 'analytics running');
     }
     if (config.recommendations.enabled) {
-      recommendations = await retrying('recommendations', () => RecommendationsService.start(nc, jetstream(nc), jsm, config.recommendations, log), shutdown.signal, log);
+      const rowsTarget = { ...questdb, requestTimeoutMs: config.questdb.requestTimeoutMs, rest };
+      recommendations = await retrying('recommendations', () => RecommendationsService.start(nc, jetstream(nc), jsm, config.recommendations, log, rowsTarget), shutdown.signal, log);
       if (statusServer) {
         const api = recommendationsRoutes(recommendations.useCases);
         const others = statusOptions.routes;

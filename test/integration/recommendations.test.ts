@@ -23,7 +23,7 @@ import { Kvm } from '@nats-io/kv';
 import { generateShop, type ShopEvent } from '../../simulators/shop.js';
 import { testStack } from '../support/env.js';
 import { agentPorts, freePort, startAgent, startHub, type AgentPorts, type ManagedProcess } from '../support/processes.js';
-import { waitFor } from '../support/questdb.js';
+import { query, waitFor } from '../support/questdb.js';
 
 const stack = testStack();
 const run = Date.now().toString(36);
@@ -143,8 +143,10 @@ describe('recommendations on the real stack', () => {
     // The expected state: the use cases with in-memory ports over the events in the order they were sent.
     const ports = inMemoryPorts(shop.catalogue.map((p) => ({ id: p.id, name: p.name, category: p.category, price: p.price })), Date.now(), { copy: false });
     const offline = new RecommendationsUseCases(ports);
+    let appliedOffline = 0;
     for (const e of sent) {
-      await offline.recordAppEvent({ id: e.event_id, user_id: e.user_id, event_type: e.event_type, ts: Date.parse(e.timestamp), properties: e.properties });
+      const result = await offline.recordAppEvent({ id: e.event_id, user_id: e.user_id, event_type: e.event_type, ts: Date.parse(e.timestamp), properties: e.properties });
+      if (result.ok && result.value.status === 'applied') appliedOffline++;
     }
     const customers = [...ports.profiles.byId.keys()];
     const done = await waitFor(
@@ -194,6 +196,17 @@ describe('recommendations on the real stack', () => {
       items++;
     }
     await nc.close();
+    // The enriched rows: one per applied event, none twice, with the catalogue's category and the customer's segment.
+    const rows = await waitFor(
+      () => query<{ n: number; ids: number; categorised: number; segmented: number }>(stack.questdbHttp, `select count() n, count_distinct(event_id) ids, count(category) categorised, count(segment) segmented from shop_interactions where customer_id like 'r${run}-%' and customer_id != 'r${run}-newcomer'`),
+      (r) => Number(r[0]?.n) === appliedOffline,
+      60_000,
+      500,
+    );
+    assert.equal(Number(rows[0]?.n), appliedOffline, 'one shop_interactions row per applied event');
+    assert.equal(Number(rows[0]?.ids), appliedOffline, 'no event twice in shop_interactions');
+    assert.equal(Number(rows[0]?.segmented), appliedOffline, 'every row has the customer\'s segment');
+    assert.ok(Number(rows[0]?.categorised) > appliedOffline * 0.9, `rows carry the catalogue's category (${rows[0]?.categorised} of ${appliedOffline}; failed logins have none)`);
     const status = await hubStatus();
     process.stderr.write(
       `[recs] ${customers.length} profiles and ${items} items equal the recomputation (neighbour weights compared for ${compared}); after the restart the hub skipped ${status.duplicates} events as already applied\n`,

@@ -9,9 +9,10 @@ import type { KV } from '@nats-io/kv';
 import type { EventBatch, WireEvent } from '../../../../shared/wire.js';
 import { RecommendationsUseCases, type Catalogue } from '../application/index.js';
 import type { CustomerProfileRepository, ItemStatsRepository } from '../application/ports.js';
-import type { CategoryPopularity, CustomerProfile, ItemStats, RecommendationPolicy } from '../domain/index.js';
+import { interactionFromAppEvent, type CategoryPopularity, type CustomerProfile, type ItemStats, type RecommendationPolicy } from '../domain/index.js';
 import { boardShardKey, decodeValue, encodeValue, itemShardKey, profileKey } from './kv-state.js';
 import type { PartitionFeedTarget } from './partition-feed.js';
+import { ShopInteractionRows, type QuestDbTarget } from './questdb-interactions-sink.js';
 
 /** Batches are at most 65535 events (the agent's maxBatchEvents is 2000), so positions never collide. */
 export const POSITION_STRIDE = 65_536;
@@ -125,6 +126,7 @@ export class PartitionState implements PartitionFeedTarget {
   private items: CachedKeys<ItemStats> | undefined;
   private boards: CachedKeys<CategoryPopularity> | undefined;
   private useCases: RecommendationsUseCases | undefined;
+  private rows: ShopInteractionRows | undefined;
   private partition = -1;
 
   constructor(
@@ -132,8 +134,8 @@ export class PartitionState implements PartitionFeedTarget {
     private readonly catalogue: Catalogue,
     private readonly policy: RecommendationPolicy | undefined,
     readonly counters: PartitionStateCounters,
-    /** Called after each applied interaction with the customer and the event time (freshness, enrichment). */
-    private readonly onApplied: (customerId: string, eventTs: number) => void = () => {},
+    /** Where the enriched rows go (shop_interactions); none: no rows. */
+    private readonly questdb: QuestDbTarget | undefined,
   ) {}
 
   async open(partition: number): Promise<void> {
@@ -149,6 +151,7 @@ export class PartitionState implements PartitionFeedTarget {
       clock: { now: () => Date.now() },
       ...(this.policy ? { policy: this.policy } : {}),
     });
+    this.rows = this.questdb ? new ShopInteractionRows(this.questdb, partition) : undefined;
   }
 
   async apply(batch: EventBatch, seq: number): Promise<void> {
@@ -156,24 +159,37 @@ export class PartitionState implements PartitionFeedTarget {
     for (let index = 0; index < batch.events.length; index++) {
       const event = appEventOf(batch.events[index]!);
       if (!event) continue;
-      const result = await useCases.recordAppEvent(event, { source: `p${this.partition}`, sequence: seq * POSITION_STRIDE + index });
+      const position = { source: `p${this.partition}`, sequence: seq * POSITION_STRIDE + index };
+      const mapped = interactionFromAppEvent(event, position);
+      if (!mapped.ok) {
+        if (mapped.reason === 'not_a_shop_event') this.counters.ignored++;
+        else this.counters.invalid++;
+        continue;
+      }
+      // The row's segment is the customer's before this event (the same on every replay).
+      const enrichment = this.rows ? await useCases.enrichInteraction(mapped.interaction) : undefined;
+      const result = await useCases.recordInteraction(mapped.interaction);
       if (!result.ok) this.counters.invalid++;
-      else if (result.value.status === 'applied') {
+      else if (result.value.status === 'duplicate') this.counters.duplicates++;
+      else {
         this.counters.applied++;
-        this.onApplied(event.user_id, event.ts);
-      } else if (result.value.status === 'duplicate') this.counters.duplicates++;
-      else this.counters.ignored++;
+        if (enrichment) this.rows!.add(mapped.interaction, enrichment);
+      }
     }
   }
 
   async flush(): Promise<void> {
-    // Items and boards before profiles: a profile written is the commit mark of its events (see use-cases.ts).
+    // Rows first (upserts: written again after a crash, kept once), then items and boards before profiles: a profile
+    // written is the commit mark of its events (see use-cases.ts).
+    await this.rows?.flush();
     let written = (await this.items!.flush()) + (await this.boards!.flush());
     written += await this.profiles!.flush();
     this.counters.written += written;
   }
 
   close(): void {
+    void this.rows?.close();
+    this.rows = undefined;
     this.profiles = this.items = this.boards = undefined;
     this.useCases = undefined;
   }

@@ -14,7 +14,9 @@ import { CatalogueStore } from './catalogue-store.js';
 import { openRecsBucket, RECS_BUCKETS } from './kv-state.js';
 import { CheckpointStore, PartitionFeed, type PartitionFeedStats } from './partition-feed.js';
 import { PartitionState, type PartitionStateCounters } from './partition-state.js';
+import { ensureShopInteractionsTable, type QuestDbTarget } from './questdb-interactions-sink.js';
 import { RecsReadModel, type ReadModelStats } from './read-model.js';
+import type { QuestDbRest } from '../../sinks/questdb-rest.js';
 
 export interface RecommendationsConfig {
   enabled: boolean;
@@ -56,14 +58,24 @@ export class RecommendationsService {
     private readonly config: RecommendationsConfig,
     private readonly kv: Awaited<ReturnType<typeof openBuckets>>,
     private readonly log: Logger,
+    private readonly questdb: QuestDbTarget | undefined,
   ) {
     this.catalogue = new CatalogueStore(kv.catalogue, log);
     this.readModel = new RecsReadModel(kv, DEFAULT_POLICY, log);
     this.useCases = new RecommendationsUseCases({ profiles: this.readModel, itemStats: this.readModel, catalogue: this.catalogue, clock: { now: () => Date.now() } });
   }
 
-  static async start(nc: NatsConnection, js: JetStreamClient, jsm: JetStreamManager, config: RecommendationsConfig, log: Logger): Promise<RecommendationsService> {
-    const service = new RecommendationsService(nc, js, jsm, config, await openBuckets(nc, config.replicas), log);
+  /** `questdb`: where the enriched rows go (table shop_interactions, created here); none: no rows. */
+  static async start(
+    nc: NatsConnection,
+    js: JetStreamClient,
+    jsm: JetStreamManager,
+    config: RecommendationsConfig,
+    log: Logger,
+    questdb?: QuestDbTarget & { rest: Pick<QuestDbRest, 'exec'> },
+  ): Promise<RecommendationsService> {
+    if (questdb && config.applyEvents) await ensureShopInteractionsTable(questdb.rest, log);
+    const service = new RecommendationsService(nc, js, jsm, config, await openBuckets(nc, config.replicas), log, questdb);
     if (config.catalogueFile) log.info({ file: config.catalogueFile, products: service.catalogue.loadFile(config.catalogueFile) }, 'recommendations: catalogue file loaded');
     await service.catalogue.start();
     await service.readModel.start();
@@ -82,7 +94,7 @@ export class RecommendationsService {
   }
 
   private async take(partition: number, checkpoints: CheckpointStore): Promise<void> {
-    const state = new PartitionState({ profiles: this.kv.profiles, items: this.kv.items }, this.catalogue, undefined, this.counters);
+    const state = new PartitionState({ profiles: this.kv.profiles, items: this.kv.items }, this.catalogue, undefined, this.counters, this.questdb);
     const feed = new PartitionFeed(
       partition,
       state,
