@@ -78,18 +78,32 @@ function byStrength(a: Neighbour, b: Neighbour): number {
   return b.weight - a.weight || (a.productId < b.productId ? -1 : a.productId > b.productId ? 1 : 0);
 }
 
-/** Adds co-occurrence weight to a bounded neighbour list (Space-Saving eviction, see the file comment). */
+/**
+ * Adds co-occurrence weight to a bounded neighbour list (Space-Saving eviction, see the file comment). The list is
+ * kept sorted by strength (this function's own output always is), so the weakest is the last entry, and only the
+ * entry that grew moves: up to its place, in one pass, instead of a sort of the whole list per update.
+ */
 export function addNeighbour(neighbours: readonly Neighbour[], productId: string, weight: number, limit: number): Neighbour[] {
   const next = neighbours.map((n) => ({ ...n }));
-  const existing = next.find((n) => n.productId === productId);
-  if (existing) existing.weight += weight;
-  else if (next.length < limit) next.push({ productId, weight });
-  else {
-    next.sort(byStrength);
-    const weakest = next[next.length - 1]!;
-    next[next.length - 1] = { productId, weight: weakest.weight + weight };
+  addNeighbourInPlace(next, productId, weight, limit);
+  return next;
+}
+
+/** addNeighbour on a list this caller owns (a fresh copy): no copy per update. */
+function addNeighbourInPlace(next: Neighbour[], productId: string, weight: number, limit: number): void {
+  let i = next.findIndex((n) => n.productId === productId);
+  if (i >= 0) next[i]!.weight += weight;
+  else if (next.length < limit) {
+    next.push({ productId, weight });
+    i = next.length - 1;
+  } else {
+    i = next.length - 1;
+    next[i] = { productId, weight: next[i]!.weight + weight };
   }
-  return next.sort(byStrength);
+  while (i > 0 && byStrength(next[i - 1]!, next[i]!) > 0) {
+    [next[i - 1], next[i]] = [next[i]!, next[i - 1]!];
+    i--;
+  }
 }
 
 export interface ItemUpdate {
@@ -101,7 +115,11 @@ export function applyItemDelta(stats: ItemStats | undefined, delta: ItemDelta, i
   const current = stats ?? emptyItemStats(delta.productId);
   if (wasApplied(current.applied, interaction.eventId, interaction.position)) return { stats: current, applied: false };
   let neighbours = current.neighbours;
-  for (const n of delta.neighbours) neighbours = addNeighbour(neighbours, n.productId, n.weight, policy.neighboursPerItem);
+  if (delta.neighbours.length > 0) {
+    // One copy for all of the delta's neighbours (addNeighbour on its own result moves entries in place).
+    neighbours = addNeighbour(neighbours, delta.neighbours[0]!.productId, delta.neighbours[0]!.weight, policy.neighboursPerItem);
+    for (const n of delta.neighbours.slice(1)) addNeighbourInPlace(neighbours, n.productId, n.weight, policy.neighboursPerItem);
+  }
   return {
     stats: {
       productId: current.productId,
@@ -151,10 +169,19 @@ export function upsertCategoryBoard(board: CategoryPopularity | undefined, categ
   } else {
     entries.push({ productId, popularity: { ...popularity } });
   }
-  if (entries.length > policy.categoryBoardSize) {
+  while (entries.length > policy.categoryBoardSize) {
+    // The weakest goes, found in one pass (decayed values computed once each, not in a sort's comparisons).
     const at = Math.max(...entries.map((e) => e.popularity.asOf));
-    entries.sort((a, b) => decayedAt(b.popularity, at, policy.popularityHalfLifeMs) - decayedAt(a.popularity, at, policy.popularityHalfLifeMs) || (a.productId < b.productId ? -1 : 1));
-    entries.length = policy.categoryBoardSize;
+    let weakest = 0;
+    let weakestValue = decayedAt(entries[0]!.popularity, at, policy.popularityHalfLifeMs);
+    for (let i = 1; i < entries.length; i++) {
+      const value = decayedAt(entries[i]!.popularity, at, policy.popularityHalfLifeMs);
+      if (value < weakestValue || (value === weakestValue && entries[i]!.productId > entries[weakest]!.productId)) {
+        weakest = i;
+        weakestValue = value;
+      }
+    }
+    entries.splice(weakest, 1);
   }
   return { category, entries };
 }

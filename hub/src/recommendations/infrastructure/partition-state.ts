@@ -9,10 +9,18 @@ import type { KV } from '@nats-io/kv';
 import type { EventBatch, WireEvent } from '../../../../shared/wire.js';
 import { RecommendationsUseCases, type Catalogue } from '../application/index.js';
 import type { CustomerProfileRepository, ItemStatsRepository } from '../application/ports.js';
-import { interactionFromAppEvent, type CategoryPopularity, type CustomerProfile, type ItemStats, type RecommendationPolicy } from '../domain/index.js';
+import { DEFAULT_POLICY, interactionFromAppEvent, type CategoryPopularity, type CustomerProfile, type ItemStats, type RecommendationPolicy } from '../domain/index.js';
 import { boardShardKey, decodeValue, encodeValue, itemShardKey, profileKey } from './kv-state.js';
 import type { PartitionFeedTarget } from './partition-feed.js';
 import { ShopInteractionRows, type QuestDbTarget } from './questdb-interactions-sink.js';
+
+/**
+ * The write side's policy: the default, with shorter id ledgers. Every event comes with its stream position here,
+ * and the per-partition high-water mark is what recognises a replay; the ids only catch an event sent twice by its
+ * source (a device or backend retrying), which arrives within seconds. Shorter ledgers make every record written to
+ * KV at each flush several KB smaller (256 ids were most of an item shard's bytes).
+ */
+export const WRITE_POLICY: RecommendationPolicy = { ...DEFAULT_POLICY, itemLedgerCapacity: 16, profileLedgerCapacity: 64 };
 
 /** Batches are at most 65535 events (the agent's maxBatchEvents is 2000), so positions never collide. */
 export const POSITION_STRIDE = 65_536;
@@ -149,7 +157,7 @@ export class PartitionState implements PartitionFeedTarget {
       itemStats: new PartitionItemShards(partition, this.items, this.boards),
       catalogue: this.catalogue,
       clock: { now: () => Date.now() },
-      ...(this.policy ? { policy: this.policy } : {}),
+      policy: this.policy ?? WRITE_POLICY,
     });
     this.rows = this.questdb ? new ShopInteractionRows(this.questdb, partition) : undefined;
   }
