@@ -162,6 +162,8 @@ async function main(): Promise<number> {
     name: config.nats.name,
     maxReconnectAttempts: -1,
     waitOnFirstConnect: true,
+    // No stack trace captured per request (every KV put of the recommendations is one): measured 11% of its CPU.
+    noAsyncTraces: true,
     // Notice a frozen server in 3-4.5 s (missed pings) and move to another node; the default takes 2 minutes.
     pingInterval: 1500,
     maxPingOut: 2,

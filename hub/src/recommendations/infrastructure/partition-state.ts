@@ -25,6 +25,14 @@ export const WRITE_POLICY: RecommendationPolicy = { ...DEFAULT_POLICY, itemLedge
 /** Batches are at most 65535 events (the agent's maxBatchEvents is 2000), so positions never collide. */
 export const POSITION_STRIDE = 65_536;
 
+/**
+ * Longest stretch of applying (all partitions of the process together) before the event loop gets a turn: reads
+ * come from the cache, so the awaits below resolve without I/O, and a batch of 500 events would otherwise hold the
+ * API, the flush timer and the KV watches for its whole length.
+ */
+const YIELD_EVERY_MS = 5;
+const slice = { start: performance.now() };
+
 /** Writes in flight at once during a flush. */
 const FLUSH_CONCURRENCY = 256;
 /** Past this many cached keys, a flush forgets the clean ones (they are in KV; the next use loads them again). */
@@ -165,6 +173,10 @@ export class PartitionState implements PartitionFeedTarget {
   async apply(batch: EventBatch, seq: number): Promise<void> {
     const useCases = this.useCases!;
     for (let index = 0; index < batch.events.length; index++) {
+      if (performance.now() - slice.start >= YIELD_EVERY_MS) {
+        await new Promise((resolve) => setImmediate(resolve));
+        slice.start = performance.now();
+      }
       const event = appEventOf(batch.events[index]!);
       if (!event) continue;
       const position = { source: `p${this.partition}`, sequence: seq * POSITION_STRIDE + index };
