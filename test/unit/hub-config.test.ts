@@ -43,8 +43,8 @@ test('every field has a default and a description, and unknown fields are refuse
     for (const [name, child] of Object.entries((node.properties ?? {}) as Record<string, Record<string, unknown>>)) {
       const where = `${path}.${name}`;
       assert.ok(typeof child.description === 'string', `${where} has a description`);
-      // Credentials and the files that hold them have no default: unset means none.
-      const optional = ['user', 'pass', 'username', 'password', 'nkeySeedFile', 'tls', 'caFile', 'certFile', 'keyFile'].includes(name);
+      // Credentials, the files that hold them and the optional product catalogue file have no default: unset means none.
+      const optional = ['user', 'pass', 'username', 'password', 'nkeySeedFile', 'tls', 'caFile', 'certFile', 'keyFile', 'catalogueFile'].includes(name);
       if (!optional) assert.ok('default' in child, `${where} has a default`);
       if (child.type === 'object') {
         assert.equal(child.additionalProperties, false, `${where} refuses unknown fields`);
