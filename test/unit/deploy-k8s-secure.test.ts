@@ -16,35 +16,22 @@ import { tmpdir } from 'node:os';
 import { dirname, join, posix } from 'node:path';
 import { after, before, test } from 'node:test';
 import { fileURLToPath } from 'node:url';
-import { parseAllDocuments } from 'yaml';
 import { makeSecurity, readQuestDbCredentials, type SecurityPaths } from '../../deploy/security/make-security.js';
 import { checkHubConfig, hubConfigSchema, type HubConfig } from '../../hub/src/config.js';
 import { ensureRuntime, RUNTIME_BIN_DIR } from '../../scripts/lib/runtime.js';
 import { applyEnvOverrides, validateConfig } from '../../shared/config.js';
 import { natsAuthOptions } from '../../shared/nats-auth.js';
+import { arr, isObj, obj, yamlDocuments, type Obj } from '../support/yaml-documents.js';
 
 const repoFile = (path: string): string => fileURLToPath(new URL(`../../${path}`, import.meta.url));
 const BASE_DIR = repoFile('deploy/k8s/base');
 const OVERLAY_DIR = repoFile('deploy/k8s/secure');
 
-type Obj = Record<string, unknown>;
-const isObj = (v: unknown): v is Obj => typeof v === 'object' && v !== null && !Array.isArray(v);
-const obj = (v: unknown, what: string): Obj => {
-  assert.ok(isObj(v), `${what} must be a mapping`);
-  return v;
-};
-const arr = (v: unknown): unknown[] => (Array.isArray(v) ? v : []);
 const objs = (v: unknown, what: string): Obj[] => arr(v).map((x) => obj(x, what));
 const clone = <T>(v: T): T => structuredClone(v);
 
 function readYaml(path: string): Obj[] {
-  const out: Obj[] = [];
-  for (const doc of parseAllDocuments(readFileSync(path, 'utf8'))) {
-    assert.deepEqual(doc.errors.map((e) => e.message), [], `${path}: YAML errors`);
-    const value: unknown = doc.toJS();
-    if (value !== null && value !== undefined) out.push(obj(value, path));
-  }
-  return out;
+  return yamlDocuments(path).map((value) => obj(value, path));
 }
 
 // ---------------------------------------------------------------------------------------------------------------

@@ -9,35 +9,19 @@ import assert from 'node:assert/strict';
 import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import { test } from 'node:test';
 import { fileURLToPath } from 'node:url';
-import { parseAllDocuments } from 'yaml';
 import { agentConfigSchema } from '../../edge-agent/src/config.js';
 import { hubConfigSchema } from '../../hub/src/config.js';
 import { applyEnvOverrides, validateConfig } from '../../shared/config.js';
+import { arr, isObj, obj, yamlDocuments, type Obj } from '../support/yaml-documents.js';
 
 const repoFile = (path: string): string => fileURLToPath(new URL(`../../${path}`, import.meta.url));
 const deployFile = (path: string): string => repoFile(`deploy/${path}`);
 const listDir = (dir: string, suffix: string): string[] =>
   readdirSync(deployFile(dir)).filter((f) => f.endsWith(suffix)).sort();
 
-type Obj = Record<string, unknown>;
-const isObj = (v: unknown): v is Obj => typeof v === 'object' && v !== null && !Array.isArray(v);
-const obj = (v: unknown, what: string): Obj => {
-  assert.ok(isObj(v), `${what} must be a mapping`);
-  return v;
-};
-const arr = (v: unknown): unknown[] => (Array.isArray(v) ? v : []);
-
 function readYamlDocs(path: string): unknown[] {
   // merge: compose files use YAML merge keys (<<: *anchor), which Docker Compose resolves.
-  const docs = parseAllDocuments(readFileSync(deployFile(path), 'utf8'), { merge: true });
-  assert.ok(Array.isArray(docs), `${path}: parses`);
-  const out: unknown[] = [];
-  for (const doc of docs) {
-    assert.deepEqual(doc.errors.map((e) => e.message), [], `${path}: YAML errors`);
-    const value: unknown = doc.toJS();
-    if (value !== null && value !== undefined) out.push(value);
-  }
-  return out;
+  return yamlDocuments(deployFile(path), { merge: true });
 }
 
 // ---------------------------------------------------------------------------------------------------------------

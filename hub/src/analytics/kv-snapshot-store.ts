@@ -15,6 +15,7 @@ import type { NatsConnection } from '@nats-io/transport-node';
 import { randomUUID } from 'node:crypto';
 import { deflateRawSync, inflateRawSync } from 'node:zlib';
 import { Packr } from 'msgpackr';
+import { isRevisionConflict } from '../consumer/generation-consumer.js';
 import { HubError, HubErrorCode } from '../errors.js';
 import type { OperatorSetSnapshot } from './operator-set.js';
 
@@ -111,8 +112,7 @@ export class KvSnapshotStore implements SnapshotStore {
       return saved;
     } catch (error) {
       for (const chunk of chunks) await kv.purge(chunk).catch(() => undefined);
-      const message = (error as Error).message ?? '';
-      if (/wrong last sequence|key exists|10071/i.test(message)) {
+      if (isRevisionConflict(error)) {
         throw new HubError(HubErrorCode.PARTITION_FENCED, `partition ${partition}: another worker saved its state (revision moved past ${revision})`, { cause: error });
       }
       throw error;

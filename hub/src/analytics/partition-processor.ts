@@ -26,8 +26,8 @@
  * by the timers that may run only after ours once a paused process resumes), and so does the sink right before each
  * request.
  */
-import { AckPolicy, DeliverPolicy, ReplayPolicy, type Consumer, type ConsumerMessages, type JetStreamClient, type JetStreamManager, type JsMsg } from '@nats-io/jetstream';
-import { nanos } from '@nats-io/transport-node';
+import type { ConsumerMessages, JetStreamClient, JetStreamManager, JsMsg } from '@nats-io/jetstream';
+import { openGenerationConsumer } from '../consumer/generation-consumer.js';
 import type { Logger } from '../../../shared/logger.js';
 import { decodeBatch, EVENTS_STREAM, type EventBatch } from '../../../shared/wire.js';
 import { HubError, HubErrorCode, errorMessage } from '../errors.js';
@@ -119,8 +119,6 @@ export interface PartitionStats {
 const YIELD_EVERY_MS = 10;
 const sharedSlice = { start: performance.now() };
 
-export const analyticsConsumerName = (prefix: string, partition: number, generation: number) => `${prefix}-p${partition}-g${generation}`;
-
 export class PartitionProcessor {
   private set!: OperatorSet;
   private revision = 0;
@@ -181,24 +179,23 @@ export class PartitionProcessor {
     this.revision = await store.save(this.partition, this.state(), loaded.revision);
     this.lastCheckpointSeq = this.set.streamSeq;
 
-    const name = analyticsConsumerName(this.settings.consumerPrefix, this.partition, this.generation);
-    await jsm.consumers.delete(EVENTS_STREAM, name).catch(() => undefined); // a leftover of a crashed takeover
-    await jsm.consumers.add(EVENTS_STREAM, {
-      durable_name: name,
-      description: `hub analytics: rules over partition ${this.partition}; acked up to the last operator snapshot`,
-      filter_subject: `events.*.${this.partition}`,
-      ack_policy: AckPolicy.All,
-      ack_wait: nanos(this.settings.ackWaitMs),
-      max_ack_pending: this.settings.maxAckPending,
-      max_deliver: -1,
-      inactive_threshold: nanos(this.settings.inactiveThresholdMs),
-      replay_policy: ReplayPolicy.Instant,
-      ...(this.set.streamSeq > 0 ? { deliver_policy: DeliverPolicy.StartSequence, opt_start_seq: this.set.streamSeq + 1 } : { deliver_policy: DeliverPolicy.All }),
-    });
-    await this.deleteOlderGenerations();
-    const consumer: Consumer = await js.consumers.get(EVENTS_STREAM, name);
     // Few batches buffered per partition: eight partitions' deliveries share the connection with the raw path.
-    this.messages = await consumer.consume({ max_messages: 32 });
+    this.messages = await openGenerationConsumer(
+      js,
+      jsm,
+      {
+        prefix: this.settings.consumerPrefix,
+        partition: this.partition,
+        generation: this.generation,
+        coveredSeq: this.set.streamSeq,
+        description: `hub analytics: rules over partition ${this.partition}; acked up to the last operator snapshot`,
+        ackWaitMs: this.settings.ackWaitMs,
+        maxAckPending: this.settings.maxAckPending,
+        inactiveThresholdMs: this.settings.inactiveThresholdMs,
+        maxMessages: 32,
+      },
+      log,
+    );
     log.info({ partition: this.partition, generation: this.generation, fromSeq: this.set.streamSeq + 1, rules: this.set.rules() }, 'partition taken');
     this.loop = this.run().catch((error: unknown) => log.error({ err: error, partition: this.partition }, 'partition loop failed'));
     this.timer = setInterval(() => void this.tick(), Math.min(1000, this.settings.checkpointIntervalMs, this.settings.outputFlushIntervalMs));
@@ -445,16 +442,6 @@ export class PartitionProcessor {
     return { generation: this.generation, owner: this.deps.workerId, savedAt: this.deps.now(), operators: this.set.snapshot() };
   }
 
-  private async deleteOlderGenerations(): Promise<void> {
-    const prefix = `${this.settings.consumerPrefix}-p${this.partition}-g`;
-    for await (const info of this.deps.jsm.consumers.list(EVENTS_STREAM)) {
-      const name = info.name;
-      if (!name.startsWith(prefix) || name === analyticsConsumerName(this.settings.consumerPrefix, this.partition, this.generation)) continue;
-      await this.deps.jsm.consumers.delete(EVENTS_STREAM, name).catch((error: unknown) => {
-        this.deps.log.warn({ consumer: name, err: errorMessage(error) }, 'could not delete an older analytics consumer');
-      });
-    }
-  }
 }
 
 /**

@@ -5,11 +5,11 @@
  * skipped, never half-used.
  */
 import { readFileSync } from 'node:fs';
-import type { KV } from '@nats-io/kv';
+import type { KV, KvWatchEntry } from '@nats-io/kv';
 import type { Logger } from '../../../../shared/logger.js';
 import type { Catalogue } from '../application/ports.js';
 import type { Product } from '../domain/index.js';
-import { idOfToken, keyToken } from './kv-state.js';
+import { idOfToken, keyToken, watchBucket } from './kv-state.js';
 
 export function productProblems(value: unknown): string[] {
   if (typeof value !== 'object' || value === null) return ['a product must be an object'];
@@ -62,34 +62,26 @@ export class CatalogueStore implements Catalogue {
 
   /** Watches the KV bucket; resolves once its current products are in. */
   async start(): Promise<void> {
-    const iterator = await this.kv.watch();
-    this.stopWatch = () => iterator.stop();
-    let loaded!: () => void;
-    const initial = new Promise<void>((resolve) => (loaded = resolve));
-    void (async () => {
-      for await (const entry of iterator) {
-        const id = entry.key.startsWith('p.') ? idOfToken(entry.key.slice(2)) : undefined;
-        if (id !== undefined) {
-          if (entry.operation !== 'PUT' || entry.length === 0) this.fromKv.delete(id);
-          else {
-            const value = (() => {
-              try {
-                return entry.json<unknown>();
-              } catch {
-                return undefined;
-              }
-            })();
-            const problems = productProblems(value);
-            if (problems.length > 0) this.log.warn({ key: entry.key, problems }, 'catalogue entry in KV refused');
-            else this.fromKv.set(id, value as Product);
-          }
-          this.byCategory = undefined;
-        }
-        if (entry.delta === 0) loaded();
-      }
-    })();
-    if ((await this.kv.status()).values === 0) loaded();
-    await initial;
+    this.stopWatch = await watchBucket(this.kv, (entry) => this.onEntry(entry), this.log);
+  }
+
+  private onEntry(entry: KvWatchEntry): void {
+    if (!entry.key.startsWith('p.')) return;
+    const id = idOfToken(entry.key.slice(2));
+    this.byCategory = undefined;
+    if (entry.operation !== 'PUT' || entry.length === 0) {
+      this.fromKv.delete(id);
+      return;
+    }
+    let value: unknown;
+    try {
+      value = entry.json<unknown>();
+    } catch {
+      value = undefined;
+    }
+    const problems = productProblems(value);
+    if (problems.length > 0) this.log.warn({ key: entry.key, problems }, 'catalogue entry in KV refused');
+    else this.fromKv.set(id, value as Product);
   }
 
   stop(): void {

@@ -14,9 +14,10 @@
  *
  * Ids become key tokens as they are when they are plain (letters, digits, `_`, `-`), else `=` + base64url of the id.
  */
-import { Kvm, type KV } from '@nats-io/kv';
+import { Kvm, type KV, type KvWatchEntry } from '@nats-io/kv';
 import type { NatsConnection } from '@nats-io/transport-node';
 import { Packr } from 'msgpackr';
+import type { Logger } from '../../../../shared/logger.js';
 
 export const RECS_BUCKETS = { profiles: 'recs-profiles', items: 'recs-items', checkpoints: 'recs-checkpoints', leases: 'recs-leases', catalogue: 'recs-catalogue' } as const;
 
@@ -58,4 +59,29 @@ export function decodeValue<T>(data: Uint8Array): T {
 
 export async function openRecsBucket(nc: NatsConnection, bucket: string, replicas: number): Promise<KV> {
   return new Kvm(nc).create(bucket, { replicas, history: 1 });
+}
+
+/**
+ * Watches every key of `kv` (current values first, then each change) into `apply`, and resolves once the current
+ * values are in, so that a reader started with it answers from a complete copy. An entry `apply` cannot read is
+ * logged and skipped. Returns the function that stops the watch.
+ */
+export async function watchBucket(kv: KV, apply: (entry: KvWatchEntry) => void, log: Logger): Promise<() => void> {
+  const iterator = await kv.watch();
+  let loaded!: () => void;
+  const initial = new Promise<void>((resolve) => (loaded = resolve));
+  void (async () => {
+    for await (const entry of iterator) {
+      try {
+        apply(entry);
+      } catch (error) {
+        log.warn({ bucket: entry.bucket, key: entry.key, err: String(error) }, 'unreadable KV value skipped');
+      }
+      if (entry.delta === 0) loaded();
+    }
+  })();
+  // An empty bucket has no current values to count down.
+  if ((await kv.status()).values === 0) loaded();
+  await initial;
+  return () => iterator.stop();
 }

@@ -4,8 +4,7 @@
  *
  *   1. Load the partition's checkpoint ({ seq, generation }) and save it back with generation g+1: a compare-and-swap
  *      that fails if another worker got there first (the fence).
- *   2. Create the durable consumer `<prefix>-p<N>-g<g+1>` on `events.*.<N>` from seq+1 (AckAll) and delete older
- *      generations. EVENTS has interest retention: the messages after seq stay until this consumer acks them.
+ *   2. Open the consumer of generation g+1 from seq+1 (consumer/generation-consumer.ts, the same as the analytics).
  *   3. Each message's batch goes to `target.apply` with its stream sequence. Every `flushIntervalMs`:
  *      `target.flush()` (every record it writes carries, per partition, the last stream position applied to it),
  *      then the checkpoint (CAS), then the ack of the last message.
@@ -14,12 +13,13 @@
  * positions at or below the record's own mark, so records written after the checkpoint are not counted again and the
  * others are. A delivery gap (deliveries lost on a cut connection) gives the partition up, as in the analytics.
  */
-import { AckPolicy, DeliverPolicy, ReplayPolicy, type ConsumerMessages, type JetStreamClient, type JetStreamManager, type JsMsg } from '@nats-io/jetstream';
+import type { ConsumerMessages, JetStreamClient, JetStreamManager, JsMsg } from '@nats-io/jetstream';
 import { Kvm, type KV } from '@nats-io/kv';
-import { nanos, type NatsConnection } from '@nats-io/transport-node';
+import type { NatsConnection } from '@nats-io/transport-node';
 import type { Logger } from '../../../../shared/logger.js';
-import { decodeBatch, EVENTS_STREAM, type EventBatch } from '../../../../shared/wire.js';
-import { errorMessage } from '../../errors.js';
+import { decodeBatch, type EventBatch } from '../../../../shared/wire.js';
+import { isRevisionConflict, openGenerationConsumer } from '../../consumer/generation-consumer.js';
+import { errorMessage, HubError, HubErrorCode } from '../../errors.js';
 
 export interface PartitionFeedTarget {
   /** Loads what the partition's state needs (called once, before the first batch). */
@@ -66,11 +66,16 @@ export class CheckpointStore {
     return { checkpoint: entry.json<Checkpoint>(), revision: entry.revision };
   }
 
-  /** CAS on `revision`; throws when another worker saved meanwhile. */
+  /** CAS on `revision`; throws PARTITION_FENCED when another worker saved meanwhile. */
   async save(partition: number, checkpoint: Checkpoint, revision: number): Promise<number> {
     const kv = await this.open();
     const value = JSON.stringify(checkpoint);
-    return revision === 0 ? kv.create(`p${partition}`, value) : kv.update(`p${partition}`, value, revision);
+    try {
+      return revision === 0 ? await kv.create(`p${partition}`, value) : await kv.update(`p${partition}`, value, revision);
+    } catch (error) {
+      if (isRevisionConflict(error)) throw new HubError(HubErrorCode.PARTITION_FENCED, `partition ${partition}: another worker saved its checkpoint`, { cause: error });
+      throw error;
+    }
   }
 }
 
@@ -122,26 +127,22 @@ export class PartitionFeed {
     this.stats.streamSeq = this.seq;
     this.revision = await this.checkpoints.save(this.partition, this.checkpoint(), loaded.revision);
     await this.target.open(this.partition);
-    const name = `${this.settings.consumerPrefix}-p${this.partition}-g${this.generation}`;
-    await jsm.consumers.delete(EVENTS_STREAM, name).catch(() => undefined);
-    await jsm.consumers.add(EVENTS_STREAM, {
-      durable_name: name,
-      description: `recommendations: profiles and item statistics of partition ${this.partition}; acked up to the last checkpoint`,
-      filter_subject: `events.*.${this.partition}`,
-      ack_policy: AckPolicy.All,
-      ack_wait: nanos(this.settings.ackWaitMs),
-      max_ack_pending: this.settings.maxAckPending,
-      max_deliver: -1,
-      inactive_threshold: nanos(this.settings.inactiveThresholdMs),
-      replay_policy: ReplayPolicy.Instant,
-      ...(this.seq > 0 ? { deliver_policy: DeliverPolicy.StartSequence, opt_start_seq: this.seq + 1 } : { deliver_policy: DeliverPolicy.All }),
-    });
-    for await (const info of jsm.consumers.list(EVENTS_STREAM)) {
-      if (info.name.startsWith(`${this.settings.consumerPrefix}-p${this.partition}-g`) && info.name !== name) {
-        await jsm.consumers.delete(EVENTS_STREAM, info.name).catch(() => undefined);
-      }
-    }
-    this.messages = await (await js.consumers.get(EVENTS_STREAM, name)).consume({ max_messages: 64 });
+    this.messages = await openGenerationConsumer(
+      js,
+      jsm,
+      {
+        prefix: this.settings.consumerPrefix,
+        partition: this.partition,
+        generation: this.generation,
+        coveredSeq: this.seq,
+        description: `recommendations: profiles and item statistics of partition ${this.partition}; acked up to the last checkpoint`,
+        ackWaitMs: this.settings.ackWaitMs,
+        maxAckPending: this.settings.maxAckPending,
+        inactiveThresholdMs: this.settings.inactiveThresholdMs,
+        maxMessages: 64,
+      },
+      log,
+    );
     log.info({ partition: this.partition, generation: this.generation, fromSeq: this.seq + 1 }, 'recommendations: partition taken');
     this.loop = this.run().catch((error: unknown) => log.error({ err: error, partition: this.partition }, 'recommendations: partition loop failed'));
     this.timer = setInterval(() => void this.flushSafely(), this.settings.flushIntervalMs);
@@ -231,7 +232,7 @@ export class PartitionFeed {
       } catch (error) {
         this.stats.flushFailures++;
         this.deps.log.warn({ partition: this.partition, err: errorMessage(error) }, 'recommendations: flush failed; nothing acked, retrying');
-        if (/wrong last sequence|key exists/i.test(errorMessage(error))) this.fence(errorMessage(error));
+        if (error instanceof HubError && error.code === HubErrorCode.PARTITION_FENCED) this.fence(errorMessage(error));
       }
     })().finally(() => {
       this.flushing = undefined;

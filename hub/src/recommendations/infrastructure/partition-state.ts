@@ -148,7 +148,6 @@ export class PartitionState implements PartitionFeedTarget {
   constructor(
     private readonly kv: { profiles: KV; items: KV },
     private readonly catalogue: Catalogue,
-    private readonly policy: RecommendationPolicy | undefined,
     readonly counters: PartitionStateCounters,
     /** Where the enriched rows go (shop_interactions); none: no rows. */
     private readonly questdb: QuestDbTarget | undefined,
@@ -165,7 +164,7 @@ export class PartitionState implements PartitionFeedTarget {
       itemStats: new PartitionItemShards(partition, this.items, this.boards),
       catalogue: this.catalogue,
       clock: { now: () => Date.now() },
-      policy: this.policy ?? WRITE_POLICY,
+      policy: WRITE_POLICY,
     });
     this.rows = this.questdb ? new ShopInteractionRows(this.questdb, partition) : undefined;
   }

@@ -10,7 +10,7 @@ import type { KV, KvWatchEntry } from '@nats-io/kv';
 import type { Logger } from '../../../../shared/logger.js';
 import type { CustomerProfileRepository, ItemStatsRepository } from '../application/ports.js';
 import { addNeighbour, decayedAt, emptyAppliedEvents, type CategoryPopularity, type CustomerProfile, type DecayedValue, type ItemStats, type RecommendationPolicy } from '../domain/index.js';
-import { decodeValue, parseItemsKey, parseProfileKey } from './kv-state.js';
+import { decodeValue, parseItemsKey, parseProfileKey, watchBucket } from './kv-state.js';
 
 type Shards<T> = Map<number, T>;
 
@@ -52,6 +52,22 @@ export function mergeBoardShards(category: string, shards: Iterable<CategoryPopu
   return { category, entries };
 }
 
+/** The merge of each id's shards, computed on first read and cached until a shard of the id changes (onItems). */
+function mergedFor<T>(ids: readonly string[], shards: Map<string, Shards<T>>, cache: Map<string, T>, merge: (id: string, shards: Iterable<T>) => T): Map<string, T> {
+  const found = new Map<string, T>();
+  for (const id of ids) {
+    let merged = cache.get(id);
+    if (merged === undefined) {
+      const byPartition = shards.get(id);
+      if (!byPartition || byPartition.size === 0) continue;
+      merged = merge(id, byPartition.values());
+      cache.set(id, merged);
+    }
+    found.set(id, merged);
+  }
+  return found;
+}
+
 export interface ReadModelStats {
   profiles: number;
   items: number;
@@ -81,7 +97,9 @@ export class RecsReadModel implements CustomerProfileRepository, ItemStatsReposi
 
   /** Starts both watches and resolves once they have delivered what the buckets held. */
   async start(): Promise<void> {
-    await Promise.all([this.watch(this.kv.profiles, (e) => this.onProfile(e)), this.watch(this.kv.items, (e) => this.onItems(e))]);
+    this.stoppers.push(
+      ...(await Promise.all([watchBucket(this.kv.profiles, (e) => this.onProfile(e), this.log), watchBucket(this.kv.items, (e) => this.onItems(e), this.log)])),
+    );
     this.ready = true;
     this.log.info({ profiles: this.profiles.size, items: this.itemShards.size, boards: this.boardShards.size }, 'recommendations: read model loaded');
   }
@@ -98,27 +116,6 @@ export class RecsReadModel implements CustomerProfileRepository, ItemStatsReposi
 
   stats(): ReadModelStats {
     return { profiles: this.profiles.size, items: this.itemShards.size, boards: this.boardShards.size, updates: this.updates, ready: this.ready };
-  }
-
-  private async watch(kv: KV, apply: (entry: KvWatchEntry) => void): Promise<void> {
-    const iterator = await kv.watch();
-    let loaded!: () => void;
-    const initial = new Promise<void>((resolve) => (loaded = resolve));
-    this.stoppers.push(() => iterator.stop());
-    void (async () => {
-      for await (const entry of iterator) {
-        try {
-          apply(entry);
-        } catch (error) {
-          this.log.warn({ key: entry.key, err: String(error) }, 'recommendations: unreadable KV value skipped');
-        }
-        if (entry.delta === 0) loaded();
-      }
-    })();
-    // An empty bucket has no initial values to count down.
-    const status = await kv.status();
-    if (status.values === 0) loaded();
-    await initial;
   }
 
   private onProfile(entry: KvWatchEntry): void {
@@ -154,18 +151,7 @@ export class RecsReadModel implements CustomerProfileRepository, ItemStatsReposi
   }
 
   async getItems(productIds: readonly string[]): Promise<Map<string, ItemStats>> {
-    const found = new Map<string, ItemStats>();
-    for (const id of productIds) {
-      let merged = this.mergedItems.get(id);
-      if (!merged) {
-        const shards = this.itemShards.get(id);
-        if (!shards || shards.size === 0) continue;
-        merged = mergeItemShards(id, shards.values(), this.policy);
-        this.mergedItems.set(id, merged);
-      }
-      found.set(id, merged);
-    }
-    return found;
+    return mergedFor(productIds, this.itemShards, this.mergedItems, (id, shards) => mergeItemShards(id, shards, this.policy));
   }
 
   async updateItem(): Promise<ItemStats> {
@@ -173,18 +159,7 @@ export class RecsReadModel implements CustomerProfileRepository, ItemStatsReposi
   }
 
   async getCategories(categories: readonly string[]): Promise<Map<string, CategoryPopularity>> {
-    const found = new Map<string, CategoryPopularity>();
-    for (const category of categories) {
-      let merged = this.mergedBoards.get(category);
-      if (!merged) {
-        const shards = this.boardShards.get(category);
-        if (!shards || shards.size === 0) continue;
-        merged = mergeBoardShards(category, shards.values(), this.policy);
-        this.mergedBoards.set(category, merged);
-      }
-      found.set(category, merged);
-    }
-    return found;
+    return mergedFor(categories, this.boardShards, this.mergedBoards, (id, shards) => mergeBoardShards(id, shards, this.policy));
   }
 
   async updateCategory(): Promise<CategoryPopularity> {

@@ -94,7 +94,7 @@ export class RecommendationsService {
   }
 
   private async take(partition: number, checkpoints: CheckpointStore): Promise<void> {
-    const state = new PartitionState({ profiles: this.kv.profiles, items: this.kv.items }, this.catalogue, undefined, this.counters, this.questdb);
+    const state = new PartitionState({ profiles: this.kv.profiles, items: this.kv.items }, this.catalogue, this.counters, this.questdb);
     const feed = new PartitionFeed(
       partition,
       state,
