@@ -343,7 +343,8 @@ async function main(): Promise<number> {
       const rowsTarget = { ...questdb, requestTimeoutMs: config.questdb.requestTimeoutMs, rest };
       recommendations = await retrying('recommendations', () => RecommendationsService.start(nc, jetstream(nc), jsm, config.recommendations, log, rowsTarget), shutdown.signal, log);
       if (statusServer) {
-        const api = recommendationsRoutes(recommendations.useCases);
+        const service = recommendations;
+        const api = recommendationsRoutes(service.useCases, (id, limit) => service.recommend(id, limit));
         const others = statusOptions.routes;
         statusOptions.routes = (request, response, path) => api(request, response, path) || (others?.(request, response, path) ?? false);
       }

@@ -12,6 +12,8 @@ import {
   applyInteraction,
   applyItemDelta,
   decayedAt,
+  emptyCategoryBoard,
+  emptyItemStats,
   DEFAULT_POLICY,
   enrich,
   interactionFromAppEvent,
@@ -26,6 +28,7 @@ import {
   type CustomerProfile,
   type Interaction,
   type ItemStats,
+  type Neighbour,
   type Product,
   type RecommendationPolicy,
 } from '../../hub/src/recommendations/domain/index.js';
@@ -77,13 +80,20 @@ class World {
       const before = this.profiles.get(interaction.customerId);
       const product = interaction.productId ? CATALOGUE.get(interaction.productId) : undefined;
       for (const delta of planItemUpdates(before, interaction, this.policy)) {
-        const { stats } = applyItemDelta(this.items.get(delta.productId), delta, interaction, this.policy);
+        const stats = this.items.get(delta.productId) ?? emptyItemStats(delta.productId);
+        applyItemDelta(stats, delta, interaction, this.policy);
         this.items.set(delta.productId, stats);
         if (delta.productId === interaction.productId && delta.popularity > 0) {
-          for (const category of product ? [product.category, ALL_CATEGORIES] : [ALL_CATEGORIES]) this.boards.set(category, upsertCategoryBoard(this.boards.get(category), category, delta.productId, stats.popularity, this.policy));
+          for (const category of product ? [product.category, ALL_CATEGORIES] : [ALL_CATEGORIES]) {
+            const board = this.boards.get(category) ?? emptyCategoryBoard(category);
+            upsertCategoryBoard(board, delta.productId, stats.popularity, this.policy);
+            this.boards.set(category, board);
+          }
         }
       }
-      this.profiles.set(interaction.customerId, applyInteraction(before ?? newProfile(interaction.customerId, interaction.at), interaction, product, this.policy).profile);
+      const profile = before ?? newProfile(interaction.customerId, interaction.at);
+      applyInteraction(profile, interaction, product, this.policy);
+      this.profiles.set(interaction.customerId, profile);
     }
     return this;
   }
@@ -216,40 +226,44 @@ test('lazy decay: out-of-order amounts give the same value as in-order ones', ()
 
 test('exactly once: an interaction applied twice, or one at or below the source high-water mark, changes nothing', () => {
   const view = ix('u view g1');
-  const first = applyInteraction(newProfile('u', T0), view, CATALOGUE.get('g1'), DEFAULT_POLICY);
-  const again = applyInteraction(first.profile, view, CATALOGUE.get('g1'), DEFAULT_POLICY);
-  assert.equal(again.applied, false);
-  assert.equal(again.profile, first.profile);
+  const profile = newProfile('u', T0);
+  assert.equal(applyInteraction(profile, view, CATALOGUE.get('g1'), DEFAULT_POLICY), true);
+  const first = structuredClone(profile);
+  assert.equal(applyInteraction(profile, view, CATALOGUE.get('g1'), DEFAULT_POLICY), false);
+  assert.deepEqual(profile, first, 'a duplicate changes nothing');
 
   const at = (sequence: number, eventId: string): Interaction => ({ ...ix('u view g2'), eventId, position: { source: 'p0', sequence } });
-  const p5 = applyInteraction(newProfile('u', T0), at(5, 'x5'), undefined, DEFAULT_POLICY).profile;
-  assert.equal(applyInteraction(p5, at(4, 'x4'), undefined, DEFAULT_POLICY).applied, false, 'below the mark: a replay');
-  assert.equal(applyInteraction(p5, at(6, 'x6'), undefined, DEFAULT_POLICY).applied, true);
-  assert.equal(applyInteraction(p5, { ...at(9, 'x9'), position: { source: 'p1', sequence: 1 } }, undefined, DEFAULT_POLICY).applied, true, 'marks are per source');
+  const p5 = newProfile('u', T0);
+  applyInteraction(p5, at(5, 'x5'), undefined, DEFAULT_POLICY);
+  assert.equal(applyInteraction(p5, at(4, 'x4'), undefined, DEFAULT_POLICY), false, 'below the mark: a replay');
+  assert.equal(applyInteraction(p5, at(6, 'x6'), undefined, DEFAULT_POLICY), true);
+  assert.equal(applyInteraction(p5, { ...at(9, 'x9'), position: { source: 'p1', sequence: 1 } }, undefined, DEFAULT_POLICY), true, 'marks are per source');
 
   const delta = planItemUpdates(undefined, view, DEFAULT_POLICY)[0]!;
-  const stats = applyItemDelta(undefined, delta, view, DEFAULT_POLICY);
-  const statsAgain = applyItemDelta(stats.stats, delta, view, DEFAULT_POLICY);
-  assert.equal(statsAgain.applied, false);
-  assert.equal(statsAgain.stats, stats.stats);
+  const stats = emptyItemStats('g1');
+  assert.equal(applyItemDelta(stats, delta, view, DEFAULT_POLICY), true);
+  const statsOnce = structuredClone(stats);
+  assert.equal(applyItemDelta(stats, delta, view, DEFAULT_POLICY), false);
+  assert.deepEqual(stats, statsOnce);
 });
 
-test('bounds: 100 recent items, category limit, ledger capacity; the domain never mutates its inputs', () => {
+test('bounds: 100 recent items, category limit, ledger capacity', () => {
   const policy: RecommendationPolicy = { ...DEFAULT_POLICY, categoryLimit: 1, profileLedgerCapacity: 3 };
-  let profile = newProfile('u', T0);
-  for (let i = 0; i < 130; i++) profile = applyInteraction(profile, { eventId: `v${i}`, customerId: 'u', kind: 'product_view', productId: `x${i}`, at: T0 + i }, undefined, policy).profile;
+  const profile = newProfile('u', T0);
+  for (let i = 0; i < 130; i++) applyInteraction(profile, { eventId: `v${i}`, customerId: 'u', kind: 'product_view', productId: `x${i}`, at: T0 + i }, undefined, policy);
   assert.equal(profile.recentItems.length, 100);
   assert.equal(profile.recentItems[0]!.productId, 'x30');
   assert.deepEqual(profile.applied.recentIds, ['v127', 'v128', 'v129']);
 
-  const frozen = structuredClone(profile);
-  profile = applyInteraction(profile, ix('u buy b1 @1m'), CATALOGUE.get('b1'), policy).profile;
-  profile = applyInteraction(profile, ix('u view g1 @2m'), CATALOGUE.get('g1'), policy).profile;
+  applyInteraction(profile, ix('u buy b1 @1m'), CATALOGUE.get('b1'), policy);
+  applyInteraction(profile, ix('u view g1 @2m'), CATALOGUE.get('g1'), policy);
   assert.deepEqual(Object.keys(profile.categoryPreferences), ['garden'], 'the newest category stays, the weakest other goes');
-  const before = structuredClone(profile);
-  applyInteraction(profile, ix('u buy g2 @3m'), CATALOGUE.get('g2'), policy);
-  assert.deepEqual(profile, before);
-  assert.notDeepEqual(frozen, profile);
+  applyInteraction(profile, { eventId: 'again', customerId: 'u', kind: 'product_view', productId: 'x50', at: T0 + 3 * MINUTE }, undefined, policy);
+  assert.equal(profile.recentItems.at(-1)!.productId, 'x50', 'an item seen again moves to the end');
+  assert.equal(profile.recentItems.length, 100, 'and is not in the list twice');
+  applyInteraction(profile, ix('u buy b1 @4m'), CATALOGUE.get('b1'), policy);
+  assert.deepEqual(profile.purchasedItems, ['b1'], 'purchased items are distinct');
+  assert.equal(profile.purchaseCount, 2);
 });
 
 test('co-occurrence neighbours: bounded top-K with deterministic Space-Saving eviction', () => {
@@ -262,9 +276,9 @@ test('co-occurrence neighbours: bounded top-K with deterministic Space-Saving ev
     ['e', 1, 'a:3 b:3 e:3'], // d is weakest now
     ['f', 1, 'f:4 a:3 b:3'], // a, b and e tie at 3: e, last by id, is the weakest
   ];
-  let neighbours: ReturnType<typeof addNeighbour> = [];
+  const neighbours: Neighbour[] = [];
   for (const [id, weight, expected] of steps) {
-    neighbours = addNeighbour(neighbours, id, weight, 3);
+    addNeighbour(neighbours, id, weight, 3);
     assert.equal(neighbours.map((n) => `${n.productId}:${n.weight}`).join(' '), expected, `after ${id}+${weight}`);
   }
 });
@@ -282,20 +296,24 @@ test('item updates: an interaction links to at most 10 recent items of the last 
   ]);
   const late = ix('u view g2 @10d');
   assert.deepEqual(planItemUpdates(profile, late, DEFAULT_POLICY).map((d) => d.neighbours.map((n) => n.productId)), [['b1'], ['g2']], 'x* are older than 7 days');
-  const afterDislike = applyInteraction(profile, ix('u review b1 1* @8d'), CATALOGUE.get('b1'), DEFAULT_POLICY).profile;
+  const afterDislike = structuredClone(profile);
+  applyInteraction(afterDislike, ix('u review b1 1* @8d'), CATALOGUE.get('b1'), DEFAULT_POLICY);
   assert.deepEqual(planItemUpdates(afterDislike, late, DEFAULT_POLICY), [{ productId: 'g2', popularity: 1, neighbours: [] }], 'a disliked item links to nothing');
   assert.deepEqual(planItemUpdates(profile, ix('u review g1 1*'), DEFAULT_POLICY), [{ productId: 'g1', popularity: 0, neighbours: [], rating: 1 }]);
 });
 
 test('category boards: newest value wins, writes are idempotent, size is bounded', () => {
   const policy = { ...DEFAULT_POLICY, categoryBoardSize: 2 };
-  let board = upsertCategoryBoard(undefined, 'garden', 'g1', { value: 5, asOf: 10 }, policy);
-  board = upsertCategoryBoard(board, 'garden', 'g1', { value: 1, asOf: 5 }, policy);
+  const board = emptyCategoryBoard('garden');
+  upsertCategoryBoard(board, 'g1', { value: 5, asOf: 10 }, policy);
+  upsertCategoryBoard(board, 'g1', { value: 1, asOf: 5 }, policy);
   assert.deepEqual(board.entries, [{ productId: 'g1', popularity: { value: 5, asOf: 10 } }], 'an older value does not overwrite');
-  const once = upsertCategoryBoard(board, 'garden', 'g2', { value: 3, asOf: 10 }, policy);
-  assert.deepEqual(upsertCategoryBoard(once, 'garden', 'g2', { value: 3, asOf: 10 }, policy), once);
-  const full = upsertCategoryBoard(once, 'garden', 'g3', { value: 4, asOf: 10 }, policy);
-  assert.deepEqual(full.entries.map((e) => e.productId), ['g1', 'g3']);
+  upsertCategoryBoard(board, 'g2', { value: 3, asOf: 10 }, policy);
+  const once = structuredClone(board);
+  upsertCategoryBoard(board, 'g2', { value: 3, asOf: 10 }, policy);
+  assert.deepEqual(board, once);
+  upsertCategoryBoard(board, 'g3', { value: 4, asOf: 10 }, policy);
+  assert.deepEqual(board.entries.map((e) => e.productId), ['g1', 'g3']);
 });
 
 /**

@@ -1,7 +1,7 @@
 /**
  * In-memory ports for tests and the offline benchmark. By default values are copied in and out (structuredClone), as
- * a real store would serialise them, so a use case that mutated what it read would show up as a bug here too; the
- * benchmark turns copying off for speed (the domain never mutates its inputs, which the tests check with copying on).
+ * a real store would serialise them; the offline benchmark turns copying off for speed and then behaves like the
+ * write side's cache (partition-state.ts), whose records the use cases change in place.
  */
 import type { CategoryPopularity, CustomerProfile, ItemStats, Product } from '../domain/index.js';
 import type { Catalogue, Clock, CustomerProfileRepository, ItemStatsRepository } from './ports.js';

@@ -5,8 +5,12 @@
  * Writers: all events of one customer come through one partition (app events are partitioned by user_id), so a
  * profile has a single writer and a plain put is enough. Item statistics and category boards are shared by every
  * partition, so they are changed through `update(key, change)`: the store reads, applies `change`, and writes with
- * compare-and-set (KV revision), calling `change` again on a conflict. `change` is pure and idempotent by design (item
- * stats carry their applied-events ledger, boards are set-not-add), so calling it again is always safe.
+ * compare-and-set (KV revision), calling `change` again on a conflict. `change` may update the value it is given in
+ * place and returns the value to store; it is idempotent by design (item stats carry their applied-events ledger,
+ * boards are set-not-add), so calling it again is always safe.
+ *
+ * The use cases change what `get` returned (a profile) and then `put` it: a store that serialises values copies them
+ * on the way in and out; the write side's cache hands out its own records, so the change costs no copy.
  */
 import type { CategoryPopularity, CustomerProfile, ItemStats, Product } from '../domain/index.js';
 

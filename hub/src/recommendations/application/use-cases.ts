@@ -10,6 +10,8 @@ import {
   applyInteraction,
   applyItemDelta,
   DEFAULT_POLICY,
+  emptyCategoryBoard,
+  emptyItemStats,
   enrich,
   INTERACTION_KINDS,
   interactionFromAppEvent,
@@ -122,18 +124,24 @@ export class RecommendationsUseCases {
     for (const delta of planItemUpdates(before, interaction, this.policy)) {
       let applied = false;
       const stored = await this.deps.itemStats.updateItem(delta.productId, (current) => {
-        const update = applyItemDelta(current, delta, interaction, this.policy);
-        applied = update.applied;
-        return update.stats;
+        const stats = current ?? emptyItemStats(delta.productId);
+        applied = applyItemDelta(stats, delta, interaction, this.policy);
+        return stats;
       });
       if (applied) itemsUpdated++;
       if (delta.productId === interaction.productId && delta.popularity > 0) {
         for (const category of product ? [product.category, ALL_CATEGORIES] : [ALL_CATEGORIES]) {
-          await this.deps.itemStats.updateCategory(category, (board) => upsertCategoryBoard(board, category, delta.productId, stored.popularity, this.policy));
+          await this.deps.itemStats.updateCategory(category, (current) => {
+            const board = current ?? emptyCategoryBoard(category);
+            upsertCategoryBoard(board, delta.productId, stored.popularity, this.policy);
+            return board;
+          });
         }
       }
     }
-    const { profile } = applyInteraction(before ?? newProfile(customerId, interaction.at), interaction, product, this.policy);
+    // After the items: the deltas above were planned from the profile as it was before this interaction.
+    const profile = before ?? newProfile(customerId, interaction.at);
+    applyInteraction(profile, interaction, product, this.policy);
     await this.deps.profiles.put(profile);
     return success({ status: 'applied', customerId, itemsUpdated });
   }

@@ -10,6 +10,8 @@
  *
  * Because the ledger lives inside the object it protects, the check and the change are one write of one key: the
  * store needs no transaction across keys, only a put (or compare-and-set where several writers share a key).
+ *
+ * Like the records that hold it, a ledger is changed in place by its owner (see customer-profile.ts).
  */
 
 /** Where an event sits in an ordered source: `sequence` grows with every event of `source`. */
@@ -37,10 +39,9 @@ export function wasApplied(ledger: AppliedEvents, eventId: string, position?: Ev
   return ledger.recentIds.includes(eventId);
 }
 
-/** A new ledger with the event added; the oldest ids drop out beyond `capacity`. */
-export function recordApplied(ledger: AppliedEvents, eventId: string, position: EventPosition | undefined, capacity: number): AppliedEvents {
-  const recentIds = [...ledger.recentIds, eventId];
-  if (recentIds.length > capacity) recentIds.splice(0, recentIds.length - capacity);
-  const highWater = position === undefined ? ledger.highWater : { ...ledger.highWater, [position.source]: Math.max(position.sequence, ledger.highWater[position.source] ?? -Infinity) };
-  return { recentIds, highWater };
+/** Adds the event to the ledger (in place); the oldest ids drop out beyond `capacity`. */
+export function recordApplied(ledger: AppliedEvents, eventId: string, position: EventPosition | undefined, capacity: number): void {
+  ledger.recentIds.push(eventId);
+  if (ledger.recentIds.length > capacity) ledger.recentIds.splice(0, ledger.recentIds.length - capacity);
+  if (position !== undefined) ledger.highWater[position.source] = Math.max(position.sequence, ledger.highWater[position.source] ?? -Infinity);
 }

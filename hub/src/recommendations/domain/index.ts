@@ -1,4 +1,7 @@
-/** The recommendation domain: plain values and pure functions, no I/O; time is always passed in. */
+/**
+ * The recommendation domain: plain values and functions, no I/O; time is always passed in. State records (profiles,
+ * item statistics, boards) are updated in place by their one owner; everything else is pure.
+ */
 export * from './applied-events.js';
 export * from './customer-profile.js';
 export * from './decay.js';

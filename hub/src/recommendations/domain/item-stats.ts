@@ -7,6 +7,8 @@
  *   the id last in order, so eviction depends only on the list and the update (a replay reproduces it exactly).
  * - per category (and '*' for the whole shop): a bounded board of its most popular items, for cold start.
  *
+ * Like profiles (see customer-profile.ts), item statistics and boards are changed in place by their one owner.
+ *
  * Exactly once: an item's stats carry their own applied-events ledger, because one interaction touches several items
  * (its own, and each recent item it co-occurs with). The category boards need none: they are set, not added to, with
  * an item's current popularity (newest asOf wins), so writing the same value twice changes nothing.
@@ -79,59 +81,40 @@ function byStrength(a: Neighbour, b: Neighbour): number {
 }
 
 /**
- * Adds co-occurrence weight to a bounded neighbour list (Space-Saving eviction, see the file comment). The list is
- * kept sorted by strength (this function's own output always is), so the weakest is the last entry, and only the
- * entry that grew moves: up to its place, in one pass, instead of a sort of the whole list per update.
+ * Adds co-occurrence weight to a bounded neighbour list, in place (Space-Saving eviction, see the file comment). The
+ * list is kept sorted by strength (this function's own output always is), so the weakest is the last entry, and only
+ * the entry that grew moves: up to its place, in one pass, instead of a sort of the whole list per update.
  */
-export function addNeighbour(neighbours: readonly Neighbour[], productId: string, weight: number, limit: number): Neighbour[] {
-  const next = neighbours.map((n) => ({ ...n }));
-  addNeighbourInPlace(next, productId, weight, limit);
-  return next;
-}
-
-/** addNeighbour on a list this caller owns (a fresh copy): no copy per update. */
-function addNeighbourInPlace(next: Neighbour[], productId: string, weight: number, limit: number): void {
-  let i = next.findIndex((n) => n.productId === productId);
-  if (i >= 0) next[i]!.weight += weight;
-  else if (next.length < limit) {
-    next.push({ productId, weight });
-    i = next.length - 1;
+export function addNeighbour(neighbours: Neighbour[], productId: string, weight: number, limit: number): void {
+  let i = neighbours.findIndex((n) => n.productId === productId);
+  if (i >= 0) neighbours[i]!.weight += weight;
+  else if (neighbours.length < limit) {
+    neighbours.push({ productId, weight });
+    i = neighbours.length - 1;
   } else {
-    i = next.length - 1;
-    next[i] = { productId, weight: next[i]!.weight + weight };
+    i = neighbours.length - 1;
+    neighbours[i] = { productId, weight: neighbours[i]!.weight + weight };
   }
-  while (i > 0 && byStrength(next[i - 1]!, next[i]!) > 0) {
-    [next[i - 1], next[i]] = [next[i]!, next[i - 1]!];
+  while (i > 0 && byStrength(neighbours[i - 1]!, neighbours[i]!) > 0) {
+    [neighbours[i - 1], neighbours[i]] = [neighbours[i]!, neighbours[i - 1]!];
     i--;
   }
 }
 
-export interface ItemUpdate {
-  stats: ItemStats;
-  applied: boolean;
-}
-
-export function applyItemDelta(stats: ItemStats | undefined, delta: ItemDelta, interaction: Interaction, policy: RecommendationPolicy): ItemUpdate {
-  const current = stats ?? emptyItemStats(delta.productId);
-  if (wasApplied(current.applied, interaction.eventId, interaction.position)) return { stats: current, applied: false };
-  let neighbours = current.neighbours;
-  if (delta.neighbours.length > 0) {
-    // One copy for all of the delta's neighbours (addNeighbour on its own result moves entries in place).
-    neighbours = addNeighbour(neighbours, delta.neighbours[0]!.productId, delta.neighbours[0]!.weight, policy.neighboursPerItem);
-    for (const n of delta.neighbours.slice(1)) addNeighbourInPlace(neighbours, n.productId, n.weight, policy.neighboursPerItem);
+/** Applies one item's share of an interaction to `stats`, in place; false (nothing changed) if it had been applied. */
+export function applyItemDelta(stats: ItemStats, delta: ItemDelta, interaction: Interaction, policy: RecommendationPolicy): boolean {
+  if (wasApplied(stats.applied, interaction.eventId, interaction.position)) return false;
+  for (const n of delta.neighbours) addNeighbour(stats.neighbours, n.productId, n.weight, policy.neighboursPerItem);
+  if (delta.popularity > 0) {
+    stats.popularity = addDecayed(stats.popularity, delta.popularity, interaction.at, policy.popularityHalfLifeMs);
+    stats.engagements++;
   }
-  return {
-    stats: {
-      productId: current.productId,
-      popularity: delta.popularity > 0 ? addDecayed(current.popularity, delta.popularity, interaction.at, policy.popularityHalfLifeMs) : current.popularity,
-      engagements: current.engagements + (delta.popularity > 0 ? 1 : 0),
-      neighbours,
-      ratingSum: current.ratingSum + (delta.rating ?? 0),
-      ratingCount: current.ratingCount + (delta.rating === undefined ? 0 : 1),
-      applied: recordApplied(current.applied, interaction.eventId, interaction.position, policy.itemLedgerCapacity),
-    },
-    applied: true,
-  };
+  if (delta.rating !== undefined) {
+    stats.ratingSum += delta.rating;
+    stats.ratingCount++;
+  }
+  recordApplied(stats.applied, interaction.eventId, interaction.position, policy.itemLedgerCapacity);
+  return true;
 }
 
 /** Bayesian average rating divided by the prior mean: 1 without reviews, below 1 for badly rated items. */
@@ -155,13 +138,17 @@ export interface CategoryPopularity {
   entries: CategoryBoardEntry[];
 }
 
+export function emptyCategoryBoard(category: string): CategoryPopularity {
+  return { category, entries: [] };
+}
+
 /**
- * Sets an item's popularity on a board. The newer value (later asOf; on a tie the larger) wins, so repeated and
- * reordered writes of the same values converge. Beyond the size, the entry weakest at the newest asOf on the board
- * goes (ties: id last in order).
+ * Sets an item's popularity on a board, in place. The newer value (later asOf; on a tie the larger) wins, so
+ * repeated and reordered writes of the same values converge. Beyond the size, the entry weakest at the newest asOf
+ * on the board goes (ties: id last in order).
  */
-export function upsertCategoryBoard(board: CategoryPopularity | undefined, category: string, productId: string, popularity: DecayedValue, policy: RecommendationPolicy): CategoryPopularity {
-  const entries = (board?.entries ?? []).map((e) => ({ ...e }));
+export function upsertCategoryBoard(board: CategoryPopularity, productId: string, popularity: DecayedValue, policy: RecommendationPolicy): void {
+  const { entries } = board;
   const existing = entries.find((e) => e.productId === productId);
   if (existing) {
     const newer = popularity.asOf > existing.popularity.asOf || (popularity.asOf === existing.popularity.asOf && popularity.value > existing.popularity.value);
@@ -171,7 +158,8 @@ export function upsertCategoryBoard(board: CategoryPopularity | undefined, categ
   }
   while (entries.length > policy.categoryBoardSize) {
     // The weakest goes, found in one pass (decayed values computed once each, not in a sort's comparisons).
-    const at = Math.max(...entries.map((e) => e.popularity.asOf));
+    let at = 0;
+    for (const e of entries) at = Math.max(at, e.popularity.asOf);
     let weakest = 0;
     let weakestValue = decayedAt(entries[0]!.popularity, at, policy.popularityHalfLifeMs);
     for (let i = 1; i < entries.length; i++) {
@@ -183,7 +171,6 @@ export function upsertCategoryBoard(board: CategoryPopularity | undefined, categ
     }
     entries.splice(weakest, 1);
   }
-  return { category, entries };
 }
 
 /** A board's items by popularity at `now`, strongest first (ties by id). */

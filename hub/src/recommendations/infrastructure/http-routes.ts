@@ -11,6 +11,7 @@
  */
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { RecommendationsUseCases, UseCaseResult } from '../application/index.js';
+import type { Recommendation } from '../domain/index.js';
 
 /** Ids as the app events carry them: 1-128 characters, no control characters and no slash (they sit in a path). */
 const ID = /^[^\u0000-\u001f\u007f/]{1,128}$/;
@@ -40,9 +41,13 @@ function limitOf(query: URLSearchParams): number {
   return /^\d{1,6}$/.test(raw) ? Number(raw) : Number.NaN;
 }
 
-export function recommendationsRoutes(useCases: RecommendationsUseCases): (request: IncomingMessage, response: ServerResponse, path: string) => boolean {
+/** `recommend`: where lists come from (default: scored per request; the hub passes its RecommendationCache). */
+export function recommendationsRoutes(
+  useCases: RecommendationsUseCases,
+  recommend: (customerId: string, limit: number) => Promise<UseCaseResult<Recommendation[]>> = (id, limit) => useCases.getRecommendations(id, limit),
+): (request: IncomingMessage, response: ServerResponse, path: string) => boolean {
   const routes: Array<[RegExp, string[], Route]> = [
-    [/^\/v1\/customers\/([^/]+)\/recommendations$/, ['customer id'], async (res, [id], q) => sendResult(res, await useCases.getRecommendations(id!, limitOf(q)))],
+    [/^\/v1\/customers\/([^/]+)\/recommendations$/, ['customer id'], async (res, [id], q) => sendResult(res, await recommend(id!, limitOf(q)))],
     [
       /^\/v1\/customers\/([^/]+)\/recommendations\/([^/]+)\/explanation$/,
       ['customer id', 'product id'],

@@ -5,9 +5,15 @@
  *   1. Load the partition's checkpoint ({ seq, generation }) and save it back with generation g+1: a compare-and-swap
  *      that fails if another worker got there first (the fence).
  *   2. Open the consumer of generation g+1 from seq+1 (consumer/generation-consumer.ts, the same as the analytics).
- *   3. Each message's batch goes to `target.apply` with its stream sequence. Every `flushIntervalMs`:
- *      `target.flush()` (every record it writes carries, per partition, the last stream position applied to it),
- *      then the checkpoint (CAS), then the ack of the last message.
+ *   3. Each message's batch goes to `target.apply` with its stream sequence. Every `flushIntervalMs`, at the next
+ *      batch boundary: `target.flush()` (every record it writes carries, per partition, the last stream position
+ *      applied to it), then the checkpoint (CAS), then the ack of the last message the flush covers.
+ *
+ * Pipelined: `flush()` captures what it writes before it returns, so batches go on being applied while its writes
+ * are in flight (they go into the next flush). One flush at a time; a flush that takes longer than the interval is
+ * followed at once by the next, which then covers more batches (and writes each changed record once for all of
+ * them): under a backlog the writes per event fall as the flushes grow. How far applying may run ahead of the last
+ * completed flush is bounded by the consumer's max_ack_pending.
  *
  * Exactly once: after a crash the next owner replays from the checkpoint, and the target skips, per record, the
  * positions at or below the record's own mark, so records written after the checkpoint are not counted again and the
@@ -26,7 +32,11 @@ export interface PartitionFeedTarget {
   open(partition: number): Promise<void>;
   /** Applies one batch at stream sequence `seq` (may prefetch records; called one at a time, in order). */
   apply(batch: EventBatch, seq: number): Promise<void>;
-  /** Writes every record changed since the last flush; throws when a write failed or was fenced. */
+  /**
+   * Captures, before it returns, every record changed since the previous flush (serialised: later batches may
+   * change the records while the writes are in flight), then writes them; rejects when a write failed (what it
+   * captured is written again by the next flush). Called only between batches, and never while a flush is pending.
+   */
   flush(): Promise<void>;
   /** Drops the partition's state from memory (it was given up). */
   close(): void;
@@ -100,8 +110,11 @@ export class PartitionFeed {
   private lastDelivery = 0;
   /** The last message applied in full (acked at the next checkpoint, which covers it). */
   private lastMessage: JsMsg | undefined;
+  /** The flush in flight (at most one). */
   private flushing: Promise<void> | undefined;
-  /** The batch being applied: a flush waits for it, and no batch starts while a flush runs (see flushSafely). */
+  /** The interval elapsed (or the feed is stopping): flush at the next batch boundary with no flush in flight. */
+  private flushDue = false;
+  /** The batch being applied: a flush starts only between batches (see flushWhenDue). */
   private applying: Promise<void> | undefined;
   private stopping = false;
   private fenced = false;
@@ -145,7 +158,10 @@ export class PartitionFeed {
     );
     log.info({ partition: this.partition, generation: this.generation, fromSeq: this.seq + 1 }, 'recommendations: partition taken');
     this.loop = this.run().catch((error: unknown) => log.error({ err: error, partition: this.partition }, 'recommendations: partition loop failed'));
-    this.timer = setInterval(() => void this.flushSafely(), this.settings.flushIntervalMs);
+    this.timer = setInterval(() => {
+      this.flushDue = true;
+      this.flushWhenDue();
+    }, this.settings.flushIntervalMs);
     this.timer.unref();
   }
 
@@ -156,7 +172,12 @@ export class PartitionFeed {
     if (this.timer) clearInterval(this.timer);
     this.messages?.stop();
     await this.loop;
-    if (!this.fenced) await this.flushSafely(true);
+    await this.flushing;
+    if (!this.fenced) {
+      this.flushDue = true;
+      this.flushWhenDue(true);
+      await this.flushing;
+    }
     this.target.close();
   }
 
@@ -177,7 +198,6 @@ export class PartitionFeed {
   private async run(): Promise<void> {
     for await (const message of this.messages!) {
       if (this.stopping || this.fenced) break;
-      if (this.flushing) await this.flushing.catch(() => undefined);
       const delivery = message.info.deliverySequence;
       if (this.lastDelivery > 0 && delivery > this.lastDelivery + 1) {
         this.fence(`deliveries ${this.lastDelivery + 1}-${delivery - 1} never arrived`);
@@ -206,21 +226,26 @@ export class PartitionFeed {
       this.lastMessage = message;
       this.stats.batches++;
       this.stats.events += batch.events.length;
+      this.flushWhenDue();
     }
   }
 
-  private flushSafely(final = false): Promise<void> {
-    if (this.flushing) return final ? this.flushing.then(() => this.flushSafely(true)) : this.flushing;
-    if (this.seq === this.checkpointedSeq && !final) return Promise.resolve();
+  /**
+   * Starts a flush if one is due, none is in flight and no batch is being applied (a profile written with an event
+   * whose item updates are still unwritten would, after a crash, mark the event applied while the items never get
+   * it). Called by the timer, after each batch, and when a flush ends.
+   */
+  private flushWhenDue(final = false): void {
+    if (!this.flushDue || this.flushing || this.applying || this.fenced) return;
+    if (this.seq === this.checkpointedSeq && !final) return;
+    if (!this.stillOwner()) return;
+    this.flushDue = false;
+    const seq = this.seq;
+    const last = this.lastMessage;
+    const written = this.target.flush(); // captures now, at this batch boundary
     this.flushing = (async () => {
       try {
-        // Never in the middle of a batch: a profile written with an event whose item updates are still unwritten
-        // would, after a crash, mark the event applied while the items never get it. The loop waits for us in turn.
-        if (this.applying) await this.applying.catch(() => undefined);
-        if (!this.stillOwner()) return;
-        const seq = this.seq;
-        const last = this.lastMessage;
-        await this.target.flush();
+        await written;
         if (!this.stillOwner()) return;
         if (seq > this.checkpointedSeq) {
           this.revision = await this.checkpoints.save(this.partition, { ...this.checkpoint(), seq }, this.revision);
@@ -231,13 +256,15 @@ export class PartitionFeed {
         this.stats.streamSeq = seq;
       } catch (error) {
         this.stats.flushFailures++;
+        this.flushDue = true; // what it captured is written again by the next flush
         this.deps.log.warn({ partition: this.partition, err: errorMessage(error) }, 'recommendations: flush failed; nothing acked, retrying');
         if (error instanceof HubError && error.code === HubErrorCode.PARTITION_FENCED) this.fence(errorMessage(error));
+        else await new Promise((resolve) => setTimeout(resolve, this.settings.flushIntervalMs)); // not in a tight loop
       }
     })().finally(() => {
       this.flushing = undefined;
+      if (!this.stopping) this.flushWhenDue();
     });
-    return this.flushing;
   }
 
   private checkpoint(): Checkpoint {

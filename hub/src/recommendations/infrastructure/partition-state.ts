@@ -1,7 +1,8 @@
 /**
  * The write side of one partition: the ports of the application layer over an in-memory cache of the partition's
  * keys (its customers' profiles, its shards of item statistics and category boards), loaded from KV on first use and
- * written back by `flush()` (only what changed). Used as the PartitionFeed's target: each app event of a batch goes
+ * written back by `flush()` (only what changed, serialised when the flush starts, so batches go on being applied while
+ * its writes are in flight). Used as the PartitionFeed's target: each app event of a batch goes
  * through `recordAppEvent` with its position (`p<N>`, stream sequence x 65536 + index in the batch), which the
  * applied-events ledger of every record it changes remembers; a replay after a crash is skipped record by record.
  */
@@ -34,10 +35,11 @@ const YIELD_EVERY_MS = 5;
 const slice = { start: performance.now() };
 
 /** Writes in flight at once during a flush. */
-const FLUSH_CONCURRENCY = 256;
+const FLUSH_CONCURRENCY = 512;
 /** Past this many cached keys, a flush forgets the clean ones (they are in KV; the next use loads them again). */
 const MAX_CACHED_KEYS = 200_000;
 
+/** The keys of one KV bucket this partition owns: read once, then changed in memory and written back by flushes. */
 class CachedKeys<T> {
   readonly values = new Map<string, T | undefined>();
   readonly dirty = new Set<string>();
@@ -52,24 +54,32 @@ class CachedKeys<T> {
     return this.values.get(key);
   }
 
+  /** Marks the key changed (its value is the record the caller changed in place, or a new one). */
   set(key: string, value: T): void {
     this.values.set(key, value);
     this.dirty.add(key);
   }
 
-  async flush(): Promise<number> {
-    const keys = [...this.dirty];
+  /**
+   * Serialises every changed key now (the only copy of a record the write side makes) and returns the write of
+   * them, and `restore` for when the flush fails: it marks the keys changed again, so that the next capture
+   * serialises their newest values (writing a value that did land once more is harmless).
+   */
+  capture(): { keys: number; write: () => Promise<void>; restore: () => void } {
+    const captured: Array<[string, Uint8Array]> = [];
+    for (const key of this.dirty) captured.push([key, encodeValue(this.values.get(key))]);
     this.dirty.clear();
-    try {
-      for (let i = 0; i < keys.length; i += FLUSH_CONCURRENCY) {
-        await Promise.all(keys.slice(i, i + FLUSH_CONCURRENCY).map((key) => this.kv.put(key, encodeValue(this.values.get(key)))));
+    const write = async () => {
+      for (let i = 0; i < captured.length; i += FLUSH_CONCURRENCY) {
+        await Promise.all(captured.slice(i, i + FLUSH_CONCURRENCY).map(([key, value]) => this.kv.put(key, value)));
       }
-    } catch (error) {
-      for (const key of keys) this.dirty.add(key); // written again next time: a put of the same value is harmless
-      throw error;
-    }
-    if (this.values.size > MAX_CACHED_KEYS) for (const key of this.values.keys()) if (!this.dirty.has(key)) this.values.delete(key);
-    return keys.length;
+      // Only now: a clean key forgotten before its write landed would be loaded back from KV with its old value.
+      if (this.values.size > MAX_CACHED_KEYS) for (const key of this.values.keys()) if (!this.dirty.has(key)) this.values.delete(key);
+    };
+    const restore = () => {
+      for (const [key] of captured) this.dirty.add(key);
+    };
+    return { keys: captured.length, write, restore };
   }
 }
 
@@ -197,13 +207,25 @@ export class PartitionState implements PartitionFeedTarget {
     }
   }
 
-  async flush(): Promise<void> {
+  /** Captures every changed record and row now, then writes them (see PartitionFeedTarget.flush). */
+  flush(): Promise<void> {
     // Rows first (upserts: written again after a crash, kept once), then items and boards before profiles: a profile
     // written is the commit mark of its events (see use-cases.ts).
-    await this.rows?.flush();
-    let written = (await this.items!.flush()) + (await this.boards!.flush());
-    written += await this.profiles!.flush();
-    this.counters.written += written;
+    const rows = this.rows?.flush(); // the rows are captured when the call starts
+    const items = this.items!.capture();
+    const boards = this.boards!.capture();
+    const profiles = this.profiles!.capture();
+    return (async () => {
+      try {
+        await rows;
+        await Promise.all([items.write(), boards.write()]);
+        await profiles.write();
+      } catch (error) {
+        for (const captured of [items, boards, profiles]) captured.restore();
+        throw error;
+      }
+      this.counters.written += items.keys + boards.keys + profiles.keys;
+    })();
   }
 
   close(): void {

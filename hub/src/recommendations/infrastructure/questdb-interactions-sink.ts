@@ -69,12 +69,20 @@ export class ShopInteractionRows {
     this.pending++;
   }
 
-  /** Writes the rows added so far; throws when QuestDB did not take them (they are sent again next time). */
+  /**
+   * Writes the rows added before the call (rows added while the request is in flight wait for the next flush);
+   * rejects when QuestDB did not take them (the writer keeps them and sends them first next time).
+   */
   async flush(): Promise<number> {
     if (this.pending === 0) return 0;
     const rows = this.pending;
-    await this.writer.flush();
     this.pending = 0;
+    try {
+      await this.writer.flush();
+    } catch (error) {
+      this.pending += rows;
+      throw error;
+    }
     return rows;
   }
 

@@ -12,7 +12,27 @@ import type { CustomerProfileRepository, ItemStatsRepository } from '../applicat
 import { addNeighbour, decayedAt, emptyAppliedEvents, type CategoryPopularity, type CustomerProfile, type DecayedValue, type ItemStats, type RecommendationPolicy } from '../domain/index.js';
 import { decodeValue, parseItemsKey, parseProfileKey, watchBucket } from './kv-state.js';
 
-type Shards<T> = Map<number, T>;
+/**
+ * Values are kept as the bytes the watch delivered and decoded when first read: the hub that writes a record gets
+ * its own write back from the watch, and under a backlog most records change many times between two reads.
+ */
+type Stored<T> = T | Uint8Array;
+type Shards<T> = Map<number, Stored<T>>;
+
+/** The value, or undefined (logged by the caller) when its bytes are not a value this code can read. */
+function decoded<T>(value: Stored<T>): T | undefined {
+  if (!(value instanceof Uint8Array)) return value;
+  try {
+    return decodeValue<T>(value);
+  } catch {
+    return undefined;
+  }
+}
+
+/** A copy of the watch entry's bytes (the entry's view may share a larger buffer with other messages). */
+function bytesOf(entry: KvWatchEntry): Uint8Array {
+  return Uint8Array.prototype.slice.call(entry.value);
+}
 
 /** Sums decayed values at the later of their times. */
 function sumDecayed(a: DecayedValue, b: DecayedValue, halfLifeMs: number): DecayedValue {
@@ -31,11 +51,9 @@ export function mergeItemShards(productId: string, shards: Iterable<ItemStats>, 
     merged.ratingCount += shard.ratingCount;
     for (const n of shard.neighbours) weights.set(n.productId, (weights.get(n.productId) ?? 0) + n.weight);
   }
-  let neighbours: ItemStats['neighbours'] = [];
   for (const [id, weight] of [...weights].sort((a, b) => b[1] - a[1] || (a[0] < b[0] ? -1 : 1)).slice(0, policy.neighboursPerItem)) {
-    neighbours = addNeighbour(neighbours, id, weight, policy.neighboursPerItem);
+    addNeighbour(merged.neighbours, id, weight, policy.neighboursPerItem);
   }
-  merged.neighbours = neighbours;
   return merged;
 }
 
@@ -53,14 +71,15 @@ export function mergeBoardShards(category: string, shards: Iterable<CategoryPopu
 }
 
 /** The merge of each id's shards, computed on first read and cached until a shard of the id changes (onItems). */
-function mergedFor<T>(ids: readonly string[], shards: Map<string, Shards<T>>, cache: Map<string, T>, merge: (id: string, shards: Iterable<T>) => T): Map<string, T> {
+function mergedFor<T>(ids: readonly string[], shards: Map<string, Shards<T>>, cache: Map<string, T>, merge: (id: string, shards: T[]) => T): Map<string, T> {
   const found = new Map<string, T>();
   for (const id of ids) {
     let merged = cache.get(id);
     if (merged === undefined) {
       const byPartition = shards.get(id);
       if (!byPartition || byPartition.size === 0) continue;
-      merged = merge(id, byPartition.values());
+      const readable = [...byPartition.values()].map((shard) => decoded(shard)).filter((shard): shard is T => shard !== undefined);
+      merged = merge(id, readable);
       cache.set(id, merged);
     }
     found.set(id, merged);
@@ -79,7 +98,7 @@ export interface ReadModelStats {
 }
 
 export class RecsReadModel implements CustomerProfileRepository, ItemStatsRepository {
-  private readonly profiles = new Map<string, CustomerProfile>();
+  private readonly profiles = new Map<string, Stored<CustomerProfile>>();
   private readonly itemShards = new Map<string, Shards<ItemStats>>();
   private readonly boardShards = new Map<string, Shards<CategoryPopularity>>();
   private readonly mergedItems = new Map<string, ItemStats>();
@@ -123,7 +142,7 @@ export class RecsReadModel implements CustomerProfileRepository, ItemStatsReposi
     if (customerId === undefined) return;
     this.updates++;
     if (entry.operation !== 'PUT' || entry.length === 0) this.profiles.delete(customerId);
-    else this.profiles.set(customerId, decodeValue<CustomerProfile>(entry.value));
+    else this.profiles.set(customerId, bytesOf(entry));
     for (const listener of this.listeners) listener(customerId);
   }
 
@@ -134,7 +153,7 @@ export class RecsReadModel implements CustomerProfileRepository, ItemStatsReposi
     const [shards, merged] = key.kind === 'item' ? [this.itemShards, this.mergedItems] : [this.boardShards, this.mergedBoards];
     const byPartition = (shards.get(key.id) ?? new Map()) as Shards<unknown>;
     if (entry.operation !== 'PUT' || entry.length === 0) byPartition.delete(key.partition);
-    else byPartition.set(key.partition, decodeValue(entry.value));
+    else byPartition.set(key.partition, bytesOf(entry));
     shards.set(key.id, byPartition as never);
     merged.delete(key.id);
   }
@@ -143,7 +162,14 @@ export class RecsReadModel implements CustomerProfileRepository, ItemStatsReposi
   // read ports
 
   async get(customerId: string): Promise<CustomerProfile | undefined> {
-    return this.profiles.get(customerId);
+    const stored = this.profiles.get(customerId);
+    if (!(stored instanceof Uint8Array)) return stored;
+    const profile = decoded<CustomerProfile>(stored);
+    if (profile === undefined) {
+      this.log.warn({ customerId }, 'recommendations: unreadable profile in KV skipped');
+      this.profiles.delete(customerId);
+    } else this.profiles.set(customerId, profile);
+    return profile;
   }
 
   async put(): Promise<void> {

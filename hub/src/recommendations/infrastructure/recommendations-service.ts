@@ -16,6 +16,7 @@ import { CheckpointStore, PartitionFeed, type PartitionFeedStats } from './parti
 import { PartitionState, type PartitionStateCounters } from './partition-state.js';
 import { ensureShopInteractionsTable, type QuestDbTarget } from './questdb-interactions-sink.js';
 import { RecsReadModel, type ReadModelStats } from './read-model.js';
+import { RecommendationCache } from './recommendation-cache.js';
 import type { QuestDbRest } from '../../sinks/questdb-rest.js';
 
 export interface RecommendationsConfig {
@@ -32,6 +33,8 @@ export interface RecommendationsConfig {
   inactiveThresholdMs: number;
   /** Whether this hub also applies events (false: it only serves the API from the read model). */
   applyEvents: boolean;
+  /** How long a recommendation list is served from memory unless the customer's profile changes (0: never). */
+  cacheMaxAgeMs: number;
 }
 
 export interface RecommendationsStatus {
@@ -39,6 +42,7 @@ export interface RecommendationsStatus {
   owned: number[];
   catalogueProducts: number;
   readModel: ReadModelStats;
+  cache: { customers: number; hits: number; misses: number };
   counters: PartitionStateCounters;
   partitions: PartitionFeedStats[];
 }
@@ -47,6 +51,7 @@ export class RecommendationsService {
   readonly useCases: RecommendationsUseCases;
   readonly readModel: RecsReadModel;
   readonly catalogue: CatalogueStore;
+  readonly recommendationCache: RecommendationCache;
   readonly counters: PartitionStateCounters = { applied: 0, duplicates: 0, ignored: 0, invalid: 0, written: 0 };
   private readonly feeds = new Map<number, PartitionFeed>();
   private leases: KvLeaseManager | undefined;
@@ -63,6 +68,13 @@ export class RecommendationsService {
     this.catalogue = new CatalogueStore(kv.catalogue, log);
     this.readModel = new RecsReadModel(kv, DEFAULT_POLICY, log);
     this.useCases = new RecommendationsUseCases({ profiles: this.readModel, itemStats: this.readModel, catalogue: this.catalogue, clock: { now: () => Date.now() } });
+    this.recommendationCache = new RecommendationCache((id, limit) => this.useCases.getRecommendations(id, limit), { maxAgeMs: config.cacheMaxAgeMs, maxCustomers: 100_000 });
+    this.readModel.onProfileChange((customerId) => this.recommendationCache.invalidate(customerId));
+  }
+
+  /** A customer's list, from the cache while it is current (see recommendation-cache.ts). */
+  recommend(customerId: string, limit: number): ReturnType<RecommendationsUseCases['getRecommendations']> {
+    return this.recommendationCache.get(customerId, limit);
   }
 
   /** `questdb`: where the enriched rows go (table shop_interactions, created here); none: no rows. */
@@ -138,6 +150,7 @@ export class RecommendationsService {
       owned: [...this.feeds.keys()].sort((a, b) => a - b),
       catalogueProducts: this.catalogue.size(),
       readModel: this.readModel.stats(),
+      cache: { customers: this.recommendationCache.size(), hits: this.recommendationCache.hits, misses: this.recommendationCache.misses },
       counters: { ...this.counters },
       partitions: [...this.feeds.values()].map((f) => ({ ...f.stats })),
     };

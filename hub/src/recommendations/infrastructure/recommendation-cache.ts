@@ -1,0 +1,66 @@
+/**
+ * Recommendation lists served from memory. Scoring one list costs about a millisecond and a half (a thousand
+ * candidates merged from the item statistics), and a shop asks for the same customer's list on every page view: at
+ * thousands of requests per second, scoring each one would take the hub's whole CPU.
+ *
+ * A list is kept until the customer's profile changes (the read model reports each change, so what the customer just
+ * did shows at once) or for at most `maxAgeMs` (other customers' interactions move item statistics and with them the
+ * scores, but slowly: a list a second old is as good as a fresh one). Beyond `maxCustomers`, the customers cached
+ * longest ago are dropped first.
+ */
+import type { UseCaseResult } from '../application/index.js';
+import type { Recommendation } from '../domain/index.js';
+
+export interface RecommendationCacheOptions {
+  maxAgeMs: number;
+  maxCustomers: number;
+  now?: () => number;
+}
+
+interface CachedList {
+  at: number;
+  result: UseCaseResult<Recommendation[]>;
+}
+
+export class RecommendationCache {
+  /** Per customer, per limit; Map order is insertion order, so the first customer is the one cached longest ago. */
+  private readonly byCustomer = new Map<string, Map<number, CachedList>>();
+  private readonly now: () => number;
+  hits = 0;
+  misses = 0;
+
+  constructor(
+    private readonly compute: (customerId: string, limit: number) => Promise<UseCaseResult<Recommendation[]>>,
+    private readonly options: RecommendationCacheOptions,
+  ) {
+    this.now = options.now ?? Date.now;
+  }
+
+  async get(customerId: string, limit: number): Promise<UseCaseResult<Recommendation[]>> {
+    const now = this.now();
+    const cached = this.byCustomer.get(customerId)?.get(limit);
+    if (cached && now - cached.at < this.options.maxAgeMs) {
+      this.hits++;
+      return cached.result;
+    }
+    this.misses++;
+    const result = await this.compute(customerId, limit);
+    let lists = this.byCustomer.get(customerId);
+    if (!lists) {
+      lists = new Map();
+      this.byCustomer.set(customerId, lists);
+      if (this.byCustomer.size > this.options.maxCustomers) this.byCustomer.delete(this.byCustomer.keys().next().value!);
+    }
+    lists.set(limit, { at: now, result });
+    return result;
+  }
+
+  /** The customer's profile changed: the next request scores again. */
+  invalidate(customerId: string): void {
+    this.byCustomer.delete(customerId);
+  }
+
+  size(): number {
+    return this.byCustomer.size;
+  }
+}
