@@ -81,24 +81,56 @@ function byStrength(a: Neighbour, b: Neighbour): number {
 }
 
 /**
+ * Lookup by id of a neighbour list's entries, built on first use and kept beside the list (not in it: the list is
+ * what gets stored). Valid because lists change only through addNeighbour; a list decoded from the store is a new
+ * array and gets a new index. Without it, every update was a scan of up to 50 ids.
+ */
+const neighbourIndex = new WeakMap<Neighbour[], Map<string, Neighbour>>();
+
+function indexOfNeighbours(neighbours: Neighbour[]): Map<string, Neighbour> {
+  let index = neighbourIndex.get(neighbours);
+  if (!index) {
+    index = new Map(neighbours.map((n) => [n.productId, n]));
+    neighbourIndex.set(neighbours, index);
+  }
+  return index;
+}
+
+/**
  * Adds co-occurrence weight to a bounded neighbour list, in place (Space-Saving eviction, see the file comment). The
  * list is kept sorted by strength (this function's own output always is), so the weakest is the last entry, and only
  * the entry that grew moves: up to its place, in one pass, instead of a sort of the whole list per update.
  */
 export function addNeighbour(neighbours: Neighbour[], productId: string, weight: number, limit: number): void {
-  let i = neighbours.findIndex((n) => n.productId === productId);
-  if (i >= 0) neighbours[i]!.weight += weight;
-  else if (neighbours.length < limit) {
-    neighbours.push({ productId, weight });
+  const index = indexOfNeighbours(neighbours);
+  let entry = index.get(productId);
+  let i: number;
+  if (entry) {
+    entry.weight += weight;
+    i = neighbours.indexOf(entry);
+  } else if (neighbours.length < limit) {
+    entry = { productId, weight };
+    neighbours.push(entry);
     i = neighbours.length - 1;
   } else {
     i = neighbours.length - 1;
-    neighbours[i] = { productId, weight: neighbours[i]!.weight + weight };
+    const evicted = neighbours[i]!;
+    index.delete(evicted.productId);
+    entry = { productId, weight: evicted.weight + weight };
+    neighbours[i] = entry;
   }
-  while (i > 0 && byStrength(neighbours[i - 1]!, neighbours[i]!) > 0) {
-    [neighbours[i - 1], neighbours[i]] = [neighbours[i]!, neighbours[i - 1]!];
-    i--;
+  index.set(productId, entry);
+  // The entry only grew, so its place is at or above i: binary search for it (weights often tie, and a linear walk
+  // compared ids all the way up), then shift the ones in between down by one.
+  let low = 0;
+  let high = i;
+  while (low < high) {
+    const middle = (low + high) >>> 1;
+    if (byStrength(neighbours[middle]!, entry) > 0) high = middle;
+    else low = middle + 1;
   }
+  for (let j = i; j > low; j--) neighbours[j] = neighbours[j - 1]!;
+  neighbours[low] = entry;
 }
 
 /** Applies one item's share of an interaction to `stats`, in place; false (nothing changed) if it had been applied. */
@@ -143,34 +175,76 @@ export function emptyCategoryBoard(category: string): CategoryPopularity {
 }
 
 /**
+ * How strong a board entry is, as a number comparable across entries whatever their asOf: decayedAt(e, t) =
+ * value x 2^(-(t - asOf) / h), so for any t at or after every asOf, comparing entries at t is comparing
+ * log2(value) + asOf / h. No power per entry, and no need to bring the board to a common time first.
+ */
+function boardStrength(entry: CategoryBoardEntry, halfLifeMs: number): number {
+  return Math.log2(entry.popularity.value) + entry.popularity.asOf / halfLifeMs;
+}
+
+/** Whether `a` goes before `b` when the board is full: weaker, or as strong with the id later in order. */
+function weakerOnBoard(a: CategoryBoardEntry, b: CategoryBoardEntry, halfLifeMs: number): boolean {
+  const sa = boardStrength(a, halfLifeMs);
+  const sb = boardStrength(b, halfLifeMs);
+  return sa < sb || (sa === sb && a.productId > b.productId);
+}
+
+/** Beside each board (see neighbourIndex): its entries by id, and its weakest entry when known. */
+interface BoardIndex {
+  byId: Map<string, CategoryBoardEntry>;
+  weakest: CategoryBoardEntry | undefined;
+}
+const boardIndex = new WeakMap<CategoryBoardEntry[], BoardIndex>();
+
+function indexOfBoard(entries: CategoryBoardEntry[]): BoardIndex {
+  let index = boardIndex.get(entries);
+  if (!index) {
+    index = { byId: new Map(entries.map((e) => [e.productId, e])), weakest: undefined };
+    boardIndex.set(entries, index);
+  }
+  return index;
+}
+
+function weakestOf(entries: CategoryBoardEntry[], halfLifeMs: number): CategoryBoardEntry {
+  let weakest = entries[0]!;
+  for (let i = 1; i < entries.length; i++) if (weakerOnBoard(entries[i]!, weakest, halfLifeMs)) weakest = entries[i]!;
+  return weakest;
+}
+
+/**
  * Sets an item's popularity on a board, in place. The newer value (later asOf; on a tie the larger) wins, so
- * repeated and reordered writes of the same values converge. Beyond the size, the entry weakest at the newest asOf
- * on the board goes (ties: id last in order).
+ * repeated and reordered writes of the same values converge. Beyond the size, the weakest entry goes (see
+ * boardStrength; ties: the id last in order), which is the new one itself when it is the weakest: the board is then
+ * unchanged, and finding that out costs one comparison (the weakest is remembered until it changes).
  */
 export function upsertCategoryBoard(board: CategoryPopularity, productId: string, popularity: DecayedValue, policy: RecommendationPolicy): void {
   const { entries } = board;
-  const existing = entries.find((e) => e.productId === productId);
+  const halfLife = policy.popularityHalfLifeMs;
+  const index = indexOfBoard(entries);
+  const existing = index.byId.get(productId);
   if (existing) {
     const newer = popularity.asOf > existing.popularity.asOf || (popularity.asOf === existing.popularity.asOf && popularity.value > existing.popularity.value);
-    if (newer) existing.popularity = { ...popularity };
-  } else {
-    entries.push({ productId, popularity: { ...popularity } });
-  }
-  while (entries.length > policy.categoryBoardSize) {
-    // The weakest goes, found in one pass (decayed values computed once each, not in a sort's comparisons).
-    let at = 0;
-    for (const e of entries) at = Math.max(at, e.popularity.asOf);
-    let weakest = 0;
-    let weakestValue = decayedAt(entries[0]!.popularity, at, policy.popularityHalfLifeMs);
-    for (let i = 1; i < entries.length; i++) {
-      const value = decayedAt(entries[i]!.popularity, at, policy.popularityHalfLifeMs);
-      if (value < weakestValue || (value === weakestValue && entries[i]!.productId > entries[weakest]!.productId)) {
-        weakest = i;
-        weakestValue = value;
-      }
+    if (newer) {
+      existing.popularity = { ...popularity };
+      if (existing === index.weakest) index.weakest = undefined; // it grew: another may be the weakest now
     }
-    entries.splice(weakest, 1);
+    return;
   }
+  const entry: CategoryBoardEntry = { productId, popularity: { ...popularity } };
+  if (entries.length < policy.categoryBoardSize) {
+    entries.push(entry);
+    index.byId.set(productId, entry);
+    if (index.weakest && weakerOnBoard(entry, index.weakest, halfLife)) index.weakest = entry;
+    return;
+  }
+  const weakest = (index.weakest ??= weakestOf(entries, halfLife));
+  if (weakerOnBoard(entry, weakest, halfLife)) return; // the newcomer would be the one to go
+  entries.splice(entries.indexOf(weakest), 1);
+  index.byId.delete(weakest.productId);
+  entries.push(entry);
+  index.byId.set(productId, entry);
+  index.weakest = undefined;
 }
 
 /** A board's items by popularity at `now`, strongest first (ties by id). */

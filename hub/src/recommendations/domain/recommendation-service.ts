@@ -61,14 +61,37 @@ export interface ScoringInputs {
 /** Candidates taken from each seed category's board. */
 const BOARD_CANDIDATES = 50;
 
+/** What the customer's recent items say about one candidate: the sum of their contributions and the strongest. */
+interface CoOccurrence {
+  sum: number;
+  top: string;
+  topContribution: number;
+}
+
 interface ScoringContext {
   inputs: ScoringInputs;
-  coOccurrence: Map<string, Map<string, number>>;
+  /** The recent items that seed co-occurrence, newest first, with their recency factor and neighbour total. */
+  seeds: Array<{ productId: string; recency: number; total: number; neighbours: ItemStats['neighbours'] }>;
+  coOccurrence: Map<string, CoOccurrence>;
   categoryShare: Map<string, number>;
   boardTop: Map<string, number>;
   dislikedNeighbours: Set<string>;
   purchased: Set<string>;
   disliked: Set<string>;
+}
+
+/** A candidate's numbers; the reason's text is only written for the items that make the list. */
+interface Scored {
+  productId: string;
+  product: Product;
+  score: number;
+  components: ScoreComponents;
+  weighted: { coOccurrence: number; category: number; popularity: number };
+  topContributor: string | undefined;
+}
+
+function byScore(a: { score: number; productId: string }, b: { score: number; productId: string }): number {
+  return b.score - a.score || (a.productId < b.productId ? -1 : 1);
 }
 
 export class RecommendationService {
@@ -101,24 +124,39 @@ export class RecommendationService {
 
   private context(inputs: ScoringInputs): ScoringContext {
     const { profile, now, itemStats, boards } = inputs;
-    const coOccurrence = new Map<string, Map<string, number>>();
+    const seeds: ScoringContext['seeds'] = [];
+    const coOccurrence = new Map<string, CoOccurrence>();
     for (const seed of this.recentSeeds(profile)) {
       const stats = itemStats.get(seed.productId);
       if (!stats || stats.neighbours.length === 0) continue;
-      const total = stats.neighbours.reduce((sum, n) => sum + n.weight, 0);
+      let total = 0;
+      for (const n of stats.neighbours) total += n.weight;
       const recency = decayFactor(now - seed.at, this.policy.recentItemHalfLifeMs);
+      seeds.push({ productId: seed.productId, recency, total, neighbours: stats.neighbours });
       for (const n of stats.neighbours) {
-        const byContributor = coOccurrence.get(n.productId) ?? new Map<string, number>();
-        byContributor.set(seed.productId, (byContributor.get(seed.productId) ?? 0) + (recency * n.weight) / total);
-        coOccurrence.set(n.productId, byContributor);
+        const contribution = (recency * n.weight) / total;
+        const found = coOccurrence.get(n.productId);
+        if (!found) coOccurrence.set(n.productId, { sum: contribution, top: seed.productId, topContribution: contribution });
+        else {
+          found.sum += contribution;
+          if (contribution > found.topContribution || (contribution === found.topContribution && seed.productId < found.top)) {
+            found.top = seed.productId;
+            found.topContribution = contribution;
+          }
+        }
       }
     }
     const boardTop = new Map<string, number>();
-    for (const [category, board] of boards) boardTop.set(category, rankedBoard(board, now, this.policy)[0]?.popularity ?? 0);
+    for (const [category, board] of boards) {
+      let top = 0;
+      for (const e of board.entries) top = Math.max(top, decayedAt(e.popularity, now, this.policy.popularityHalfLifeMs));
+      boardTop.set(category, top);
+    }
     const dislikedNeighbours = new Set<string>();
     for (const id of profile.dislikedItems) for (const n of itemStats.get(id)?.neighbours ?? []) dislikedNeighbours.add(n.productId);
     return {
       inputs,
+      seeds,
       coOccurrence,
       categoryShare: new Map(preferredCategories(profile, now, this.policy).map((p) => [p.category, p.share])),
       boardTop,
@@ -138,16 +176,14 @@ export class RecommendationService {
     return 0;
   }
 
-  private score(product: Product, ctx: ScoringContext): Explanation {
+  private score(product: Product, ctx: ScoringContext): Scored {
     const { policy } = this;
-    const contributions = [...(ctx.coOccurrence.get(product.id) ?? new Map<string, number>())]
-      .map(([productId, contribution]) => ({ productId, contribution }))
-      .sort((a, b) => b.contribution - a.contribution || (a.productId < b.productId ? -1 : 1));
+    const coOccurrence = ctx.coOccurrence.get(product.id);
     const popularity = this.popularityOf(product.id, ctx);
     const shopTop = ctx.boardTop.get(ALL_CATEGORIES) || popularity;
     const categoryTop = ctx.boardTop.get(product.category) || shopTop;
     const components: ScoreComponents = {
-      coOccurrence: contributions.reduce((sum, c) => sum + c.contribution, 0),
+      coOccurrence: coOccurrence?.sum ?? 0,
       category: categoryTop > 0 ? ((ctx.categoryShare.get(product.category) ?? 0) * popularity) / categoryTop : 0,
       popularity: shopTop > 0 ? popularity / shopTop : 0,
       ratingFactor: ratingFactor(ctx.inputs.itemStats.get(product.id), policy),
@@ -159,9 +195,12 @@ export class RecommendationService {
       popularity: policy.scoreWeights.popularity * components.popularity,
     };
     const score = (weighted.coOccurrence + weighted.category + weighted.popularity) * components.ratingFactor * components.dislikeFactor;
-    const explanation: Explanation = { productId: product.id, score, reason: this.reason(product, weighted, contributions[0]?.productId, ctx), components, contributors: contributions };
-    if (ctx.purchased.has(product.id)) explanation.excluded = 'already_purchased';
-    return explanation;
+    return { productId: product.id, product, score, components, weighted, topContributor: coOccurrence?.top };
+  }
+
+  private recommendation(scored: Scored, ctx: ScoringContext): Recommendation {
+    const { product, score, components, weighted, topContributor } = scored;
+    return { productId: product.id, score, reason: this.reason(product, weighted, topContributor, ctx), components };
   }
 
   private reason(product: Product, weighted: { coOccurrence: number; category: number; popularity: number }, topContributor: string | undefined, ctx: ScoringContext): RecommendationReason {
@@ -178,18 +217,34 @@ export class RecommendationService {
   /** The best `limit` of `candidates`, strongest first (ties by id), purchased and unknown items left out. */
   rank(inputs: ScoringInputs, candidates: readonly string[], limit: number): Recommendation[] {
     const ctx = this.context(inputs);
-    const scored: Recommendation[] = [];
+    // The best `limit` so far, strongest first: most candidates are weaker than the last of them and cost one
+    // comparison (a sort of all of them was most of the time of a list).
+    const best: Scored[] = [];
     for (const id of candidates) {
       const product = inputs.products.get(id);
       if (!product || ctx.purchased.has(id)) continue;
-      const { contributors: _contributors, excluded: _excluded, ...recommendation } = this.score(product, ctx);
-      if (recommendation.score > 0) scored.push(recommendation);
+      const candidate = this.score(product, ctx);
+      if (candidate.score <= 0) continue;
+      if (best.length === limit && byScore(candidate, best[limit - 1]!) >= 0) continue;
+      let at = best.length;
+      while (at > 0 && byScore(candidate, best[at - 1]!) < 0) at--;
+      best.splice(at, 0, candidate);
+      if (best.length > limit) best.pop();
     }
-    return scored.sort((a, b) => b.score - a.score || (a.productId < b.productId ? -1 : 1)).slice(0, limit);
+    return best.map((candidate) => this.recommendation(candidate, ctx));
   }
 
   /** The score of one product for this customer, with each part of it; also for excluded products. */
   explain(inputs: ScoringInputs, product: Product): Explanation {
-    return this.score(product, this.context(inputs));
+    const ctx = this.context(inputs);
+    const contributors: Explanation['contributors'] = [];
+    for (const seed of ctx.seeds) {
+      const n = seed.neighbours.find((x) => x.productId === product.id);
+      if (n) contributors.push({ productId: seed.productId, contribution: (seed.recency * n.weight) / seed.total });
+    }
+    contributors.sort((a, b) => b.contribution - a.contribution || (a.productId < b.productId ? -1 : 1));
+    const explanation: Explanation = { ...this.recommendation(this.score(product, ctx), ctx), contributors };
+    if (ctx.purchased.has(product.id)) explanation.excluded = 'already_purchased';
+    return explanation;
   }
 }

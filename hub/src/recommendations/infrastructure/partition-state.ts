@@ -17,11 +17,12 @@ import { ShopInteractionRows, type QuestDbTarget } from './questdb-interactions-
 
 /**
  * The write side's policy: the default, with shorter id ledgers. Every event comes with its stream position here,
- * and the per-partition high-water mark is what recognises a replay; the ids only catch an event sent twice by its
- * source (a device or backend retrying), which arrives within seconds. Shorter ledgers make every record written to
- * KV at each flush several KB smaller (256 ids were most of an item shard's bytes).
+ * and the per-partition high-water mark is what recognises a replay. Event ids only catch an event sent twice by
+ * its source (a device or backend retrying, within seconds): the profile's ledger does that for the whole
+ * interaction (a duplicate never reaches the items), so an item shard keeps no ids at all, only its mark. Shorter
+ * ledgers also make every record written to KV at each flush smaller (256 ids were most of an item shard's bytes).
  */
-export const WRITE_POLICY: RecommendationPolicy = { ...DEFAULT_POLICY, itemLedgerCapacity: 16, profileLedgerCapacity: 64 };
+export const WRITE_POLICY: RecommendationPolicy = { ...DEFAULT_POLICY, itemLedgerCapacity: 0, profileLedgerCapacity: 64 };
 
 /** Batches are at most 65535 events (the agent's maxBatchEvents is 2000), so positions never collide. */
 export const POSITION_STRIDE = 65_536;
