@@ -441,8 +441,8 @@ export const hubConfigSchema = {
         cacheMaxAgeMs: {
           type: 'integer',
           minimum: 0,
-          default: 1000,
-          description: "How long a customer's recommendation list is served from memory unless the customer's profile changes meanwhile (0: scored on every request).",
+          default: 30000,
+          description: "How long a customer's recommendation list is served from memory unless the customer's profile changes meanwhile (0: scored on every request). Other customers' interactions move the scores only slowly.",
         },
         maxAckPending: { type: 'integer', minimum: 1, default: 1000, description: 'Messages delivered and not yet covered by a checkpoint, per partition: how far applying may run ahead of the last completed flush (and what a new owner replays at most).' },
         inactiveThresholdMs: { type: 'integer', minimum: 60000, default: 3600000, description: 'A consumer nobody reads for this long is deleted by the server (so it cannot hold EVENTS messages forever).' },

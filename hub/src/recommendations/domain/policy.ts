@@ -44,6 +44,12 @@ export interface RecommendationPolicy {
   scoringRecentItems: number;
   /** How many preferred categories seed category candidates. */
   scoringCategories: number;
+  /**
+   * Candidates per seed item: its strongest neighbours (scores still add every seed's contribution), and per seed
+   * category board: its most popular items. What a list costs grows with the candidates (about 1.5 µs each).
+   */
+  scoringNeighboursPerSeed: number;
+  scoringBoardCandidates: number;
   scoreWeights: { coOccurrence: number; category: number; popularity: number };
   /** Bayesian average of ratings: the prior mean and how many reviews it is worth. */
   ratingPriorMean: number;
@@ -78,6 +84,8 @@ export const DEFAULT_POLICY: RecommendationPolicy = {
   riskPerBurstFailure: 0.1,
   scoringRecentItems: 20,
   scoringCategories: 3,
+  scoringNeighboursPerSeed: 20,
+  scoringBoardCandidates: 20,
   scoreWeights: { coOccurrence: 1, category: 0.3, popularity: 0.05 },
   ratingPriorMean: 3.5,
   ratingPriorCount: 3,

@@ -58,9 +58,6 @@ export interface ScoringInputs {
   products: ReadonlyMap<string, Product>;
 }
 
-/** Candidates taken from each seed category's board. */
-const BOARD_CANDIDATES = 50;
-
 /** What the customer's recent items say about one candidate: the sum of their contributions and the strongest. */
 interface CoOccurrence {
   sum: number;
@@ -113,13 +110,17 @@ export class RecommendationService {
     return [...preferredCategories(profile, now, this.policy).slice(0, this.policy.scoringCategories).map((p) => p.category), ALL_CATEGORIES];
   }
 
-  /** Items worth scoring: neighbours of the seeds and the tops of the seed boards, minus purchases; sorted by id. */
+  /**
+   * Items worth scoring: the strongest neighbours of the seeds and the tops of the seed boards, minus purchases, in
+   * the order found (ranking breaks ties by id, so the order does not matter).
+   */
   candidates(profile: CustomerProfile, now: number, seedStats: ReadonlyMap<string, ItemStats>, boards: ReadonlyMap<string, CategoryPopularity>): string[] {
     const found = new Set<string>();
-    for (const seed of this.recentSeeds(profile)) for (const n of seedStats.get(seed.productId)?.neighbours ?? []) found.add(n.productId);
-    for (const category of this.seedCategories(profile, now)) for (const e of rankedBoard(boards.get(category), now, this.policy).slice(0, BOARD_CANDIDATES)) found.add(e.productId);
+    const { scoringNeighboursPerSeed, scoringBoardCandidates } = this.policy;
+    for (const seed of this.recentSeeds(profile)) for (const n of (seedStats.get(seed.productId)?.neighbours ?? []).slice(0, scoringNeighboursPerSeed)) found.add(n.productId);
+    for (const category of this.seedCategories(profile, now)) for (const e of rankedBoard(boards.get(category), now, this.policy).slice(0, scoringBoardCandidates)) found.add(e.productId);
     for (const id of profile.purchasedItems) found.delete(id);
-    return [...found].sort();
+    return [...found];
   }
 
   private context(inputs: ScoringInputs): ScoringContext {

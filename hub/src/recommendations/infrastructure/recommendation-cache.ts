@@ -1,12 +1,12 @@
 /**
- * Recommendation lists served from memory. Scoring one list costs about a millisecond and a half (a thousand
- * candidates merged from the item statistics), and a shop asks for the same customer's list on every page view: at
- * thousands of requests per second, scoring each one would take the hub's whole CPU.
+ * Recommendation lists served from memory. Scoring one list costs a few hundred microseconds (a few hundred
+ * candidates scored from the item statistics), and a shop asks for the same customer's list on every page view: at
+ * thousands of requests per second, scoring each one would take most of the hub's CPU.
  *
  * A list is kept until the customer's profile changes (the read model reports each change, so what the customer just
- * did shows at once) or for at most `maxAgeMs` (other customers' interactions move item statistics and with them the
- * scores, but slowly: a list a second old is as good as a fresh one). Beyond `maxCustomers`, the customers cached
- * longest ago are dropped first.
+ * did shows at once) or for at most `maxAgeMs` (hub config recommendations.cacheMaxAgeMs, default 30 s: other
+ * customers' interactions move item statistics and with them the scores, but slowly, and a list half a minute old
+ * ranks about as a fresh one would). Beyond `maxCustomers`, the customers cached longest ago are dropped first.
  */
 import type { UseCaseResult } from '../application/index.js';
 import type { Recommendation } from '../domain/index.js';
