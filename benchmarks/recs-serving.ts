@@ -18,7 +18,8 @@
  *                         [--api-rate 5000] [--api-seconds 20] [--connections 50] [--port-offset 3700]
  *
  * The stack is one of its own (.runtime/bench-recs-stack-<offset>, default ports + offset), stopped at the end unless
- * it was running before: on the shared stack, another hub with recommendations would share the partition leases.
+ * it was running before: on the shared stack, another hub with recommendations would share the partition leases. A
+ * stopped one is deleted and started afresh, so every run starts from empty buckets.
  *
  * BENCH_HUB_NODE_ARGS='--cpu-prof --cpu-prof-dir=/tmp/prof' profiles the draining hub.
  */
@@ -118,6 +119,9 @@ const portOffset = Number(values['port-offset']);
 const stackDir = join(RUNTIME_DIR, `bench-recs-stack-${portOffset}`);
 const ports: StackPorts = shiftPorts(DEFAULT_PORTS, portOffset);
 const wasRunning = (await stackStatus(stackDir, ports).catch(() => undefined))?.healthy === true;
+// A stopped stack of an earlier run starts from scratch: its KV buckets would hold every earlier run's profiles and
+// items, which the hub's read model loads at start (tens of seconds after a few runs) and keeps in memory.
+if (!wasRunning) rmSync(stackDir, { recursive: true, force: true });
 say(`stack in ${stackDir} (NATS ${ports.natsClient.join(',')}, QuestDB ${ports.questdbHttp})`);
 const stack = await startStack({ dir: stackDir, ports, detached: true, runtime: await ensureRuntime(say), log: say });
 const nc = await connect({ servers: stack.natsUrls });
@@ -150,7 +154,7 @@ interface RecsHealth {
   owned: number[];
   readModel: { profiles: number; items: number; updates: number; ready: boolean };
   counters: { applied: number; duplicates: number; ignored: number; invalid: number; written: number };
-  partitions: Array<{ partition: number; streamSeq: number; events: number; flushes: number; flushFailures: number }>;
+  partitions: Array<{ partition: number; streamSeq: number; events: number; flushes: number; flushFailures: number; waitMs: number; applyMs: number; flushMs: number }>;
 }
 let hubPort = 0;
 const health = async (): Promise<RecsHealth | undefined> =>
@@ -259,6 +263,12 @@ const drain = {
   natsCpuPercent: Math.round((natsCpuDrain / drainSeconds) * 100),
   hubPeakRssMB: Math.round(peakRss / 2 ** 20),
   complete: Boolean(countedAt && coveredAt),
+  /** Seconds summed over the partitions: waiting for messages, applying them (prefetch included), flushing (in the background). */
+  partitionSeconds: {
+    wait: Math.round((last?.partitions ?? []).reduce((sum, p) => sum + p.waitMs, 0) / 100) / 10,
+    apply: Math.round((last?.partitions ?? []).reduce((sum, p) => sum + p.applyMs, 0) / 100) / 10,
+    flush: Math.round((last?.partitions ?? []).reduce((sum, p) => sum + p.flushMs, 0) / 100) / 10,
+  },
 };
 say(`drained: ${JSON.stringify(drain)}`);
 // The read model follows the KV writes: wait until it has every customer of the backlog (the API phase needs them).

@@ -436,6 +436,12 @@ export const hubConfigSchema = {
         replicas: { type: 'integer', minimum: 1, maximum: 5, default: 3, description: 'Replicas of the recommendations KV buckets when the hub creates them.' },
         catalogueFile: { type: 'string', minLength: 1, description: 'Products loaded at start: JSON array or NDJSON of { id, name, category, price } (the KV bucket recs-catalogue is watched too). @default none' },
         flushIntervalMs: { type: 'integer', minimum: 50, default: 250, description: 'How often changed profiles and item statistics are written to KV and the covered messages acked.' },
+        backlogFlushIntervalMs: {
+          type: 'integer',
+          minimum: 50,
+          default: 2000,
+          description: 'The flush interval while a partition has a backlog (messages waiting behind the one applied): each changed record is written once for more events.',
+        },
         leaseTtlMs: { type: 'integer', minimum: 1000, default: 15000, description: "A dead worker's partitions are free this long after its last renewal." },
         ackWaitMs: { type: 'integer', minimum: 1000, default: 60000, description: 'ack_wait of the recommendations consumers (far above flushIntervalMs).' },
         cacheMaxAgeMs: {

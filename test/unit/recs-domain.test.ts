@@ -283,7 +283,7 @@ test('co-occurrence neighbours: bounded top-K with deterministic Space-Saving ev
   }
 });
 
-test('item updates: an interaction links to at most 10 recent items of the last 7 days; a 1-star review links nothing', () => {
+test('item updates: an interaction links to at most 5 recent items of the last 7 days; a 1-star review links nothing', () => {
   const world = new World();
   for (let i = 0; i < 12; i++) world.apply({ eventId: `w${i}`, customerId: 'u', kind: 'product_view', productId: `x${i}`, at: T0 + i * MINUTE });
   world.apply(ix('u view b1 @8d'));
@@ -291,8 +291,8 @@ test('item updates: an interaction links to at most 10 recent items of the last 
   const cart = ix('u cart g1 @1m');
   const deltas = planItemUpdates(profile, cart, DEFAULT_POLICY);
   assert.deepEqual(deltas.map((d) => `${d.productId} +${d.popularity} [${d.neighbours.map((n) => `${n.productId}:${n.weight}`).join(' ')}]`), [
-    'g1 +3 [b1:3 x11:3 x10:3 x9:3 x8:3 x7:3 x6:3 x5:3 x4:3 x3:3]',
-    'b1 +0 [g1:3]', 'x11 +0 [g1:3]', 'x10 +0 [g1:3]', 'x9 +0 [g1:3]', 'x8 +0 [g1:3]', 'x7 +0 [g1:3]', 'x6 +0 [g1:3]', 'x5 +0 [g1:3]', 'x4 +0 [g1:3]', 'x3 +0 [g1:3]',
+    'g1 +3 [b1:3 x11:3 x10:3 x9:3 x8:3]',
+    'b1 +0 [g1:3]', 'x11 +0 [g1:3]', 'x10 +0 [g1:3]', 'x9 +0 [g1:3]', 'x8 +0 [g1:3]',
   ]);
   const late = ix('u view g2 @10d');
   assert.deepEqual(planItemUpdates(profile, late, DEFAULT_POLICY).map((d) => d.neighbours.map((n) => n.productId)), [['b1'], ['g2']], 'x* are older than 7 days');
@@ -313,7 +313,14 @@ test('category boards: newest value wins, writes are idempotent, size is bounded
   upsertCategoryBoard(board, 'g2', { value: 3, asOf: 10 }, policy);
   assert.deepEqual(board, once);
   upsertCategoryBoard(board, 'g3', { value: 4, asOf: 10 }, policy);
-  assert.deepEqual(board.entries.map((e) => e.productId), ['g1', 'g3']);
+  upsertCategoryBoard(board, 'g4', { value: 1, asOf: 10 }, policy);
+  assert.equal(board.entries.length, 4, 'up to twice the size before a trim');
+  upsertCategoryBoard(board, 'g5', { value: 2, asOf: 10 }, policy);
+  assert.deepEqual(board.entries.map((e) => e.productId), ['g1', 'g3'], 'past it, the strongest two stay');
+  upsertCategoryBoard(board, 'g6', { value: 1, asOf: 10 + 7 * DAY }, policy);
+  upsertCategoryBoard(board, 'g7', { value: 3, asOf: 10 + 7 * DAY }, policy);
+  upsertCategoryBoard(board, 'g8', { value: 0.1, asOf: 10 + 7 * DAY }, policy);
+  assert.deepEqual(board.entries.map((e) => e.productId), ['g7', 'g1'], 'strength compares decayed values: a week later g7 is 3, g1 2.5 (5 halved), g3 2');
 });
 
 /**

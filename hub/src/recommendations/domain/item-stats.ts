@@ -166,7 +166,7 @@ export interface CategoryBoardEntry {
 
 export interface CategoryPopularity {
   category: string;
-  /** Unordered; at most policy.categoryBoardSize. */
+  /** Unordered; at most 2 x policy.categoryBoardSize (see upsertCategoryBoard). */
   entries: CategoryBoardEntry[];
 }
 
@@ -183,68 +183,44 @@ function boardStrength(entry: CategoryBoardEntry, halfLifeMs: number): number {
   return Math.log2(entry.popularity.value) + entry.popularity.asOf / halfLifeMs;
 }
 
-/** Whether `a` goes before `b` when the board is full: weaker, or as strong with the id later in order. */
-function weakerOnBoard(a: CategoryBoardEntry, b: CategoryBoardEntry, halfLifeMs: number): boolean {
-  const sa = boardStrength(a, halfLifeMs);
-  const sb = boardStrength(b, halfLifeMs);
-  return sa < sb || (sa === sb && a.productId > b.productId);
-}
+/** Beside each board (see neighbourIndex): its entries by id. */
+const boardIndex = new WeakMap<CategoryBoardEntry[], Map<string, CategoryBoardEntry>>();
 
-/** Beside each board (see neighbourIndex): its entries by id, and its weakest entry when known. */
-interface BoardIndex {
-  byId: Map<string, CategoryBoardEntry>;
-  weakest: CategoryBoardEntry | undefined;
-}
-const boardIndex = new WeakMap<CategoryBoardEntry[], BoardIndex>();
-
-function indexOfBoard(entries: CategoryBoardEntry[]): BoardIndex {
+function indexOfBoard(entries: CategoryBoardEntry[]): Map<string, CategoryBoardEntry> {
   let index = boardIndex.get(entries);
   if (!index) {
-    index = { byId: new Map(entries.map((e) => [e.productId, e])), weakest: undefined };
+    index = new Map(entries.map((e) => [e.productId, e]));
     boardIndex.set(entries, index);
   }
   return index;
 }
 
-function weakestOf(entries: CategoryBoardEntry[], halfLifeMs: number): CategoryBoardEntry {
-  let weakest = entries[0]!;
-  for (let i = 1; i < entries.length; i++) if (weakerOnBoard(entries[i]!, weakest, halfLifeMs)) weakest = entries[i]!;
-  return weakest;
-}
-
 /**
  * Sets an item's popularity on a board, in place. The newer value (later asOf; on a tie the larger) wins, so
- * repeated and reordered writes of the same values converge. Beyond the size, the weakest entry goes (see
- * boardStrength; ties: the id last in order), which is the new one itself when it is the weakest: the board is then
- * unchanged, and finding that out costs one comparison (the weakest is remembered until it changes).
+ * repeated and reordered writes of the same values converge. A board holds up to twice policy.categoryBoardSize
+ * entries; past that it keeps the strongest categoryBoardSize (see boardStrength; ties: the id first in order).
+ * Trimming in one sort per categoryBoardSize new entries, instead of finding the weakest at every new entry, costs a
+ * logarithm per entry instead of a pass over the board; readers rank the board anyway.
  */
 export function upsertCategoryBoard(board: CategoryPopularity, productId: string, popularity: DecayedValue, policy: RecommendationPolicy): void {
   const { entries } = board;
-  const halfLife = policy.popularityHalfLifeMs;
   const index = indexOfBoard(entries);
-  const existing = index.byId.get(productId);
+  const existing = index.get(productId);
   if (existing) {
     const newer = popularity.asOf > existing.popularity.asOf || (popularity.asOf === existing.popularity.asOf && popularity.value > existing.popularity.value);
-    if (newer) {
-      existing.popularity = { ...popularity };
-      if (existing === index.weakest) index.weakest = undefined; // it grew: another may be the weakest now
-    }
+    if (newer) existing.popularity = { ...popularity };
     return;
   }
   const entry: CategoryBoardEntry = { productId, popularity: { ...popularity } };
-  if (entries.length < policy.categoryBoardSize) {
-    entries.push(entry);
-    index.byId.set(productId, entry);
-    if (index.weakest && weakerOnBoard(entry, index.weakest, halfLife)) index.weakest = entry;
-    return;
-  }
-  const weakest = (index.weakest ??= weakestOf(entries, halfLife));
-  if (weakerOnBoard(entry, weakest, halfLife)) return; // the newcomer would be the one to go
-  entries.splice(entries.indexOf(weakest), 1);
-  index.byId.delete(weakest.productId);
   entries.push(entry);
-  index.byId.set(productId, entry);
-  index.weakest = undefined;
+  index.set(productId, entry);
+  if (entries.length <= 2 * policy.categoryBoardSize) return;
+  const halfLife = policy.popularityHalfLifeMs;
+  const ranked = entries
+    .map((e) => ({ e, strength: boardStrength(e, halfLife) }))
+    .sort((a, b) => b.strength - a.strength || (a.e.productId < b.e.productId ? -1 : 1));
+  for (const { e } of ranked.slice(policy.categoryBoardSize)) index.delete(e.productId);
+  entries.splice(0, entries.length, ...ranked.slice(0, policy.categoryBoardSize).map(({ e }) => e));
 }
 
 /** A board's items by popularity at `now`, strongest first (ties by id). */

@@ -74,7 +74,7 @@ export const DEFAULT_POLICY: RecommendationPolicy = {
   neighboursPerItem: 50,
   itemLedgerCapacity: 256,
   categoryBoardSize: 100,
-  coOccurrenceWindowItems: 10,
+  coOccurrenceWindowItems: 5,
   coOccurrenceWindowMs: 7 * DAY,
   categoryHalfLifeMs: 14 * DAY,
   popularityHalfLifeMs: 7 * DAY,

@@ -9,6 +9,8 @@
  *      batch boundary: `target.flush()` (every record it writes carries, per partition, the last stream position
  *      applied to it), then the checkpoint (CAS), then the ack of the last message the flush covers.
  *
+ * While messages wait behind the one applied (a backlog), flushes come every `backlogFlushIntervalMs` instead.
+ *
  * Pipelined: `flush()` captures what it writes before it returns, so batches go on being applied while its writes
  * are in flight (they go into the next flush). One flush at a time; a flush that takes longer than the interval is
  * followed at once by the next, which then covers more batches (and writes each changed record once for all of
@@ -45,6 +47,12 @@ export interface PartitionFeedTarget {
 export interface PartitionFeedSettings {
   consumerPrefix: string;
   flushIntervalMs: number;
+  /**
+   * The interval while messages wait behind the one just applied (a backlog: after a takeover, a restart or a
+   * burst). Freshness cannot be had then anyway, and a longer flush writes each record it changed once for more
+   * events: a hot item's statistics change with almost every batch.
+   */
+  backlogFlushIntervalMs: number;
   ackWaitMs: number;
   maxAckPending: number;
   inactiveThresholdMs: number;
@@ -97,6 +105,10 @@ export interface PartitionFeedStats {
   events: number;
   flushes: number;
   flushFailures: number;
+  /** Where the partition's time went, ms since it was taken: waiting for messages, applying them, flushing. */
+  waitMs: number;
+  applyMs: number;
+  flushMs: number;
 }
 
 export class PartitionFeed {
@@ -114,6 +126,7 @@ export class PartitionFeed {
   private flushing: Promise<void> | undefined;
   /** The interval elapsed (or the feed is stopping): flush at the next batch boundary with no flush in flight. */
   private flushDue = false;
+  private lastFlushAt = 0;
   /** The batch being applied: a flush starts only between batches (see flushWhenDue). */
   private applying: Promise<void> | undefined;
   private stopping = false;
@@ -127,7 +140,7 @@ export class PartitionFeed {
     private readonly settings: PartitionFeedSettings,
     private readonly deps: { js: JetStreamClient; jsm: JetStreamManager; workerId: string; log: Logger; holdsLease: () => boolean; onFenced: (partition: number) => void },
   ) {
-    this.stats = { partition, generation: 0, streamSeq: 0, batches: 0, events: 0, flushes: 0, flushFailures: 0 };
+    this.stats = { partition, generation: 0, streamSeq: 0, batches: 0, events: 0, flushes: 0, flushFailures: 0, waitMs: 0, applyMs: 0, flushMs: 0 };
   }
 
   async start(): Promise<void> {
@@ -196,7 +209,9 @@ export class PartitionFeed {
   }
 
   private async run(): Promise<void> {
+    let waitStart = performance.now();
     for await (const message of this.messages!) {
+      this.stats.waitMs += performance.now() - waitStart;
       if (this.stopping || this.fenced) break;
       const delivery = message.info.deliverySequence;
       if (this.lastDelivery > 0 && delivery > this.lastDelivery + 1) {
@@ -215,11 +230,13 @@ export class PartitionFeed {
         this.lastMessage = message;
         continue;
       }
+      const applyStart = performance.now();
       this.applying = this.target.apply(batch, seq);
       try {
         await this.applying;
       } finally {
         this.applying = undefined;
+        this.stats.applyMs += performance.now() - applyStart;
       }
       // Only a message applied in full may be acked: AckAll lets the server drop everything up to it.
       this.seq = seq;
@@ -227,6 +244,7 @@ export class PartitionFeed {
       this.stats.batches++;
       this.stats.events += batch.events.length;
       this.flushWhenDue();
+      waitStart = performance.now();
     }
   }
 
@@ -238,10 +256,14 @@ export class PartitionFeed {
   private flushWhenDue(final = false): void {
     if (!this.flushDue || this.flushing || this.applying || this.fenced) return;
     if (this.seq === this.checkpointedSeq && !final) return;
+    const behind = (this.lastMessage?.info.pending ?? 0) > 0;
+    if (!final && behind && performance.now() - this.lastFlushAt < this.settings.backlogFlushIntervalMs) return;
     if (!this.stillOwner()) return;
+    this.lastFlushAt = performance.now();
     this.flushDue = false;
     const seq = this.seq;
     const last = this.lastMessage;
+    const flushStart = performance.now();
     const written = this.target.flush(); // captures now, at this batch boundary
     this.flushing = (async () => {
       try {
@@ -262,6 +284,7 @@ export class PartitionFeed {
         else await new Promise((resolve) => setTimeout(resolve, this.settings.flushIntervalMs)); // not in a tight loop
       }
     })().finally(() => {
+      this.stats.flushMs += performance.now() - flushStart;
       this.flushing = undefined;
       if (!this.stopping) this.flushWhenDue();
     });

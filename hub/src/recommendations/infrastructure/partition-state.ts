@@ -6,12 +6,52 @@
  * through `recordAppEvent` with its position (`p<N>`, stream sequence x 65536 + index in the batch), which the
  * applied-events ledger of every record it changes remembers; a replay after a crash is skipped record by record.
  */
+import type { JetStreamClient, JetStreamManager } from '@nats-io/jetstream';
 import type { KV } from '@nats-io/kv';
 import type { EventBatch, WireEvent } from '../../../../shared/wire.js';
 import { RecommendationsUseCases, type Catalogue } from '../application/index.js';
 import type { CustomerProfileRepository, ItemStatsRepository } from '../application/ports.js';
-import { DEFAULT_POLICY, interactionFromAppEvent, type CategoryPopularity, type CustomerProfile, type ItemStats, type RecommendationPolicy } from '../domain/index.js';
-import { boardShardKey, decodeValue, encodeValue, itemShardKey, profileKey } from './kv-state.js';
+import { ALL_CATEGORIES, DEFAULT_POLICY, interactionFromAppEvent, type CategoryPopularity, type Interaction, type CustomerProfile, type ItemStats, type RecommendationPolicy } from '../domain/index.js';
+import { boardShardKey as boardShardKeyOf, decodeValue, encodeValue, getMany, itemShardKey as itemShardKeyOf, profileKey as profileKeyOf, putMany } from './kv-state.js';
+
+/**
+ * One partition's keys by id, remembered: a key is built for every record an event touches (half a dozen per event),
+ * and building one checks the id's characters with a regular expression. Bounded like the cache of records.
+ */
+class PartitionKeys {
+  private readonly profiles = new Map<string, string>();
+  private readonly items = new Map<string, string>();
+  private readonly boards = new Map<string, string>();
+  constructor(private readonly partition: number) {}
+
+  private static remembered(known: Map<string, string>, id: string, build: () => string): string {
+    let key = known.get(id);
+    if (key === undefined) {
+      if (known.size >= 200_000) known.clear();
+      key = build();
+      known.set(id, key);
+    }
+    return key;
+  }
+  profile(customerId: string): string {
+    return PartitionKeys.remembered(this.profiles, customerId, () => profileKeyOf(customerId));
+  }
+  item(productId: string): string {
+    return PartitionKeys.remembered(this.items, productId, () => itemShardKeyOf(productId, this.partition));
+  }
+  board(category: string): string {
+    return PartitionKeys.remembered(this.boards, category, () => boardShardKeyOf(category, this.partition));
+  }
+}
+
+/** A bucket as the write side uses it: read with `kv`, written with putMany (atomic batches when the server can). */
+export interface BucketWriter {
+  js: JetStreamClient;
+  jsm: JetStreamManager;
+  kv: KV;
+  bucket: string;
+  atomic: boolean;
+}
 import type { PartitionFeedTarget } from './partition-feed.js';
 import { ShopInteractionRows, type QuestDbTarget } from './questdb-interactions-sink.js';
 
@@ -35,8 +75,6 @@ export const POSITION_STRIDE = 65_536;
 const YIELD_EVERY_MS = 5;
 const slice = { start: performance.now() };
 
-/** Writes in flight at once during a flush. */
-const FLUSH_CONCURRENCY = 512;
 /** Past this many cached keys, a flush forgets the clean ones (they are in KV; the next use loads them again). */
 const MAX_CACHED_KEYS = 200_000;
 
@@ -44,7 +82,11 @@ const MAX_CACHED_KEYS = 200_000;
 class CachedKeys<T> {
   readonly values = new Map<string, T | undefined>();
   readonly dirty = new Set<string>();
-  constructor(private readonly kv: KV) {}
+  constructor(private readonly bucket: BucketWriter) {}
+
+  private get kv(): KV {
+    return this.bucket.kv;
+  }
 
   async get(key: string): Promise<T | undefined> {
     if (this.values.has(key)) return this.values.get(key);
@@ -53,6 +95,17 @@ class CachedKeys<T> {
     // Another load of the same key may have finished (and been changed) meanwhile: keep what is there.
     if (!this.values.has(key)) this.values.set(key, value);
     return this.values.get(key);
+  }
+
+  /** Loads the keys not cached yet, with batch direct gets (see getMany). */
+  async load(keys: Iterable<string>): Promise<void> {
+    const missing = [...new Set(keys)].filter((key) => !this.values.has(key));
+    if (missing.length === 0) return;
+    const loaded = await getMany(this.bucket.jsm, this.bucket.bucket, missing);
+    for (const [key, bytes] of loaded) {
+      // A key loaded meanwhile (and maybe changed since) keeps what is there.
+      if (!this.values.has(key)) this.values.set(key, bytes === undefined ? undefined : decodeValue<T>(bytes));
+    }
   }
 
   /** Marks the key changed (its value is the record the caller changed in place, or a new one). */
@@ -71,9 +124,7 @@ class CachedKeys<T> {
     for (const key of this.dirty) captured.push([key, encodeValue(this.values.get(key))]);
     this.dirty.clear();
     const write = async () => {
-      for (let i = 0; i < captured.length; i += FLUSH_CONCURRENCY) {
-        await Promise.all(captured.slice(i, i + FLUSH_CONCURRENCY).map(([key, value]) => this.kv.put(key, value)));
-      }
+      await putMany(this.bucket, captured);
       // Only now: a clean key forgotten before its write landed would be loaded back from KV with its old value.
       if (this.values.size > MAX_CACHED_KEYS) for (const key of this.values.keys()) if (!this.dirty.has(key)) this.values.delete(key);
     };
@@ -85,32 +136,35 @@ class CachedKeys<T> {
 }
 
 class PartitionProfiles implements CustomerProfileRepository {
-  constructor(private readonly cache: CachedKeys<CustomerProfile>) {}
+  constructor(
+    private readonly cache: CachedKeys<CustomerProfile>,
+    private readonly keys: PartitionKeys,
+  ) {}
   get(customerId: string): Promise<CustomerProfile | undefined> {
-    return this.cache.get(profileKey(customerId));
+    return this.cache.get(this.keys.profile(customerId));
   }
   async put(profile: CustomerProfile): Promise<void> {
-    this.cache.set(profileKey(profile.customerId), profile);
+    this.cache.set(this.keys.profile(profile.customerId), profile);
   }
 }
 
 /** Item statistics as this partition's shards: updates touch only them (single writer, see kv-state.ts). */
 class PartitionItemShards implements ItemStatsRepository {
   constructor(
-    private readonly partition: number,
+    private readonly keys: PartitionKeys,
     private readonly items: CachedKeys<ItemStats>,
     private readonly boards: CachedKeys<CategoryPopularity>,
   ) {}
   async getItems(productIds: readonly string[]): Promise<Map<string, ItemStats>> {
     const found = new Map<string, ItemStats>();
     for (const id of productIds) {
-      const stats = await this.items.get(itemShardKey(id, this.partition));
+      const stats = await this.items.get(this.keys.item(id));
       if (stats) found.set(id, stats);
     }
     return found;
   }
   async updateItem(productId: string, change: (current: ItemStats | undefined) => ItemStats): Promise<ItemStats> {
-    const key = itemShardKey(productId, this.partition);
+    const key = this.keys.item(productId);
     const next = change(await this.items.get(key));
     this.items.set(key, next);
     return next;
@@ -118,13 +172,13 @@ class PartitionItemShards implements ItemStatsRepository {
   async getCategories(categories: readonly string[]): Promise<Map<string, CategoryPopularity>> {
     const found = new Map<string, CategoryPopularity>();
     for (const category of categories) {
-      const board = await this.boards.get(boardShardKey(category, this.partition));
+      const board = await this.boards.get(this.keys.board(category));
       if (board) found.set(category, board);
     }
     return found;
   }
   async updateCategory(category: string, change: (current: CategoryPopularity | undefined) => CategoryPopularity): Promise<CategoryPopularity> {
-    const key = boardShardKey(category, this.partition);
+    const key = this.keys.board(category);
     const next = change(await this.boards.get(key));
     this.boards.set(key, next);
     return next;
@@ -132,6 +186,8 @@ class PartitionItemShards implements ItemStatsRepository {
 }
 
 export interface PartitionStateCounters {
+  /** Time spent loading cold records before applying batches, ms summed over the partitions. */
+  prefetchMs: number;
   applied: number;
   duplicates: number;
   ignored: number;
@@ -155,9 +211,10 @@ export class PartitionState implements PartitionFeedTarget {
   private useCases: RecommendationsUseCases | undefined;
   private rows: ShopInteractionRows | undefined;
   private partition = -1;
+  private keys: PartitionKeys | undefined;
 
   constructor(
-    private readonly kv: { profiles: KV; items: KV },
+    private readonly kv: { profiles: BucketWriter; items: BucketWriter },
     private readonly catalogue: Catalogue,
     readonly counters: PartitionStateCounters,
     /** Where the enriched rows go (shop_interactions); none: no rows. */
@@ -167,12 +224,13 @@ export class PartitionState implements PartitionFeedTarget {
   async open(partition: number): Promise<void> {
     // A fresh cache per ownership: what an earlier ownership cached may have been changed by another owner since.
     this.partition = partition;
+    this.keys = new PartitionKeys(partition);
     this.profiles = new CachedKeys(this.kv.profiles);
     this.items = new CachedKeys(this.kv.items);
     this.boards = new CachedKeys(this.kv.items);
     this.useCases = new RecommendationsUseCases({
-      profiles: new PartitionProfiles(this.profiles),
-      itemStats: new PartitionItemShards(partition, this.items, this.boards),
+      profiles: new PartitionProfiles(this.profiles, this.keys),
+      itemStats: new PartitionItemShards(this.keys, this.items, this.boards),
       catalogue: this.catalogue,
       clock: { now: () => Date.now() },
       policy: WRITE_POLICY,
@@ -182,30 +240,55 @@ export class PartitionState implements PartitionFeedTarget {
 
   async apply(batch: EventBatch, seq: number): Promise<void> {
     const useCases = this.useCases!;
+    const interactions: Interaction[] = [];
     for (let index = 0; index < batch.events.length; index++) {
+      const event = appEventOf(batch.events[index]!);
+      if (!event) continue;
+      const mapped = interactionFromAppEvent(event, { source: `p${this.partition}`, sequence: seq * POSITION_STRIDE + index });
+      if (mapped.ok) interactions.push(mapped.interaction);
+      else if (mapped.reason === 'not_a_shop_event') this.counters.ignored++;
+      else this.counters.invalid++;
+    }
+    const prefetchStart = performance.now();
+    await this.prefetch(interactions);
+    this.counters.prefetchMs += performance.now() - prefetchStart;
+    for (const interaction of interactions) {
       if (performance.now() - slice.start >= YIELD_EVERY_MS) {
         await new Promise((resolve) => setImmediate(resolve));
         slice.start = performance.now();
       }
-      const event = appEventOf(batch.events[index]!);
-      if (!event) continue;
-      const position = { source: `p${this.partition}`, sequence: seq * POSITION_STRIDE + index };
-      const mapped = interactionFromAppEvent(event, position);
-      if (!mapped.ok) {
-        if (mapped.reason === 'not_a_shop_event') this.counters.ignored++;
-        else this.counters.invalid++;
-        continue;
-      }
       // The row's segment is the customer's before this event (the same on every replay).
-      const enrichment = this.rows ? await useCases.enrichInteraction(mapped.interaction) : undefined;
-      const result = await useCases.recordInteraction(mapped.interaction);
+      const enrichment = this.rows ? await useCases.enrichInteraction(interaction) : undefined;
+      const result = await useCases.recordInteraction(interaction);
       if (!result.ok) this.counters.invalid++;
       else if (result.value.status === 'duplicate') this.counters.duplicates++;
       else {
         this.counters.applied++;
-        if (enrichment) this.rows!.add(mapped.interaction, enrichment);
+        if (enrichment) this.rows!.add(interaction, enrichment);
       }
     }
+  }
+
+  /**
+   * Loads every record a batch will touch that is not cached yet, in two waves of parallel KV reads: the customers'
+   * profiles, then the item shards of their products and recent items and the boards of the products' categories.
+   * Read one at a time as the events needed them, cold keys cost a round trip each, and that (not the CPU) was what
+   * limited a partition taken over with a backlog. In a warm cache there is nothing to load.
+   */
+  private async prefetch(interactions: readonly Interaction[]): Promise<void> {
+    await this.profiles!.load(interactions.map((i) => this.keys!.profile(i.customerId)));
+    const products = new Set<string>();
+    for (const interaction of interactions) {
+      if (interaction.productId !== undefined) products.add(interaction.productId);
+      const recent = this.profiles!.values.get(this.keys!.profile(interaction.customerId))?.recentItems ?? [];
+      for (let i = Math.max(0, recent.length - WRITE_POLICY.coOccurrenceWindowItems - 1); i < recent.length; i++) products.add(recent[i]!.productId);
+    }
+    const categories = new Set<string>([ALL_CATEGORIES]);
+    for (const product of (await this.catalogue.products([...products])).values()) categories.add(product.category);
+    await Promise.all([
+      this.items!.load([...products].map((id) => this.keys!.item(id))),
+      this.boards!.load([...categories].map((category) => this.keys!.board(category))),
+    ]);
   }
 
   /** Captures every changed record and row now, then writes them (see PartitionFeedTarget.flush). */

@@ -11,7 +11,7 @@ import { KvLeaseManager } from '../../partitions/index.js';
 import { RecommendationsUseCases } from '../application/index.js';
 import { DEFAULT_POLICY } from '../domain/index.js';
 import { CatalogueStore } from './catalogue-store.js';
-import { openRecsBucket, RECS_BUCKETS } from './kv-state.js';
+import { enableAtomicBatches, openRecsBucket, RECS_BUCKETS } from './kv-state.js';
 import { CheckpointStore, PartitionFeed, type PartitionFeedStats } from './partition-feed.js';
 import { PartitionState, type PartitionStateCounters } from './partition-state.js';
 import { ensureShopInteractionsTable, type QuestDbTarget } from './questdb-interactions-sink.js';
@@ -27,6 +27,7 @@ export interface RecommendationsConfig {
   /** JSON array or NDJSON of products, loaded at start (the KV bucket recs-catalogue is watched as well). */
   catalogueFile?: string;
   flushIntervalMs: number;
+  backlogFlushIntervalMs: number;
   leaseTtlMs: number;
   ackWaitMs: number;
   maxAckPending: number;
@@ -52,7 +53,7 @@ export class RecommendationsService {
   readonly readModel: RecsReadModel;
   readonly catalogue: CatalogueStore;
   readonly recommendationCache: RecommendationCache;
-  readonly counters: PartitionStateCounters = { applied: 0, duplicates: 0, ignored: 0, invalid: 0, written: 0 };
+  readonly counters: PartitionStateCounters = { prefetchMs: 0, applied: 0, duplicates: 0, ignored: 0, invalid: 0, written: 0 };
   private readonly feeds = new Map<number, PartitionFeed>();
   private leases: KvLeaseManager | undefined;
 
@@ -87,7 +88,7 @@ export class RecommendationsService {
     questdb?: QuestDbTarget & { rest: Pick<QuestDbRest, 'exec'> },
   ): Promise<RecommendationsService> {
     if (questdb && config.applyEvents) await ensureShopInteractionsTable(questdb.rest, log);
-    const service = new RecommendationsService(nc, js, jsm, config, await openBuckets(nc, config.replicas), log, questdb);
+    const service = new RecommendationsService(nc, js, jsm, config, await openBuckets(nc, js, jsm, config.replicas, log), log, questdb);
     if (config.catalogueFile) log.info({ file: config.catalogueFile, products: service.catalogue.loadFile(config.catalogueFile) }, 'recommendations: catalogue file loaded');
     await service.catalogue.start();
     await service.readModel.start();
@@ -106,7 +107,7 @@ export class RecommendationsService {
   }
 
   private async take(partition: number, checkpoints: CheckpointStore): Promise<void> {
-    const state = new PartitionState({ profiles: this.kv.profiles, items: this.kv.items }, this.catalogue, this.counters, this.questdb);
+    const state = new PartitionState(this.kv.writers, this.catalogue, this.counters, this.questdb);
     const feed = new PartitionFeed(
       partition,
       state,
@@ -114,6 +115,7 @@ export class RecommendationsService {
       {
         consumerPrefix: 'recs',
         flushIntervalMs: this.config.flushIntervalMs,
+        backlogFlushIntervalMs: this.config.backlogFlushIntervalMs,
         ackWaitMs: this.config.ackWaitMs,
         maxAckPending: this.config.maxAckPending,
         inactiveThresholdMs: this.config.inactiveThresholdMs,
@@ -165,11 +167,16 @@ export class RecommendationsService {
   }
 }
 
-async function openBuckets(nc: NatsConnection, replicas: number) {
+async function openBuckets(nc: NatsConnection, js: JetStreamClient, jsm: JetStreamManager, replicas: number, log: Logger) {
   const [profiles, items, catalogue] = await Promise.all([
     openRecsBucket(nc, RECS_BUCKETS.profiles, replicas),
     openRecsBucket(nc, RECS_BUCKETS.items, replicas),
     openRecsBucket(nc, RECS_BUCKETS.catalogue, replicas),
   ]);
-  return { profiles, items, catalogue };
+  const [profilesAtomic, itemsAtomic] = await Promise.all([enableAtomicBatches(jsm, RECS_BUCKETS.profiles, log), enableAtomicBatches(jsm, RECS_BUCKETS.items, log)]);
+  const writers = {
+    profiles: { js, jsm, kv: profiles, bucket: RECS_BUCKETS.profiles, atomic: profilesAtomic },
+    items: { js, jsm, kv: items, bucket: RECS_BUCKETS.items, atomic: itemsAtomic },
+  };
+  return { profiles, items, catalogue, writers };
 }
