@@ -280,6 +280,20 @@ for (const until = Date.now() + 60_000; Date.now() < until; await sleep(200)) {
 // ---------------------------------------------------------------------------------------------------------------
 // (2) freshness
 
+// The live phases measure the steady state: first the read model (the hub's KV watch) takes in every write of the
+// drain. How long that takes is how far the API was behind the drain.
+const catchUpStart = Date.now();
+let readModelCaughtUp = false;
+while (Date.now() - catchUpStart < 180_000) {
+  const h = await health();
+  if (h && h.readModel.updates >= h.counters.written) {
+    readModelCaughtUp = true;
+    break;
+  }
+  await sleep(100);
+}
+const readModelCatchUp = { seconds: (Date.now() - catchUpStart) / 1000, caughtUp: readModelCaughtUp, writes: last?.counters.written ?? 0 };
+say(`read model: ${JSON.stringify(readModelCatchUp)}`);
 say(`freshness: ${freshRate.toLocaleString('en-US')} events/s for ${freshSeconds} s, ${freshSamples} sampled...`);
 // Sampled customers get exactly one event in this phase, so `lastActive >= ts` means that event is applied.
 const sampled = customers.slice(0, freshSamples);
@@ -417,6 +431,7 @@ const results = {
   shop: { customers: customers.length, products: products.length, backlogEvents: totalEvents },
   publishEventsPerSecond,
   backlog: drain,
+  readModelCatchUp,
   freshness: fresh,
   api,
   readModel: finalHealth?.readModel,
@@ -432,6 +447,7 @@ process.stdout.write(
     { measure: 'backlog: events/s from hub process start', value: f(drain.eventsPerSecondFromStart), target: '' },
     { measure: 'backlog: hub CPU s per 100k events / CPU % hub, 3 NATS', value: `${drain.hubCpuSecondsPer100k} / ${drain.hubCpuPercent}, ${drain.natsCpuPercent}`, target: '' },
     { measure: 'backlog: hub peak RSS MB', value: drain.hubPeakRssMB, target: '' },
+    { measure: "backlog: API behind the drain's end (read model catching up)", value: `${readModelCatchUp.seconds.toFixed(1)} s for ${readModelCatchUp.writes.toLocaleString('en-US')} KV writes${readModelCatchUp.caughtUp ? '' : ' (not caught up in 180 s)'}`, target: '' },
     { measure: `freshness at ${f(freshAchievedRate)} ev/s: event ts -> API p50/p95/p99 ms`, value: `${ms(fresh.ms.p50)} / ${ms(fresh.ms.p95)} / ${ms(fresh.ms.p99)} (${fresh.samples} samples, ${fresh.timeouts} timeouts)`, target: 'p95 <= 500' },
     { measure: `API at ${f(api.achievedRate)} req/s: p50/p95/p99/max ms`, value: `${ms(mine.p50)} / ${ms(mine.p95)} / ${ms(mine.p99)} / ${ms(mine.max)}`, target: 'p99 <= 10 at 5,000/s' },
     { measure: 'API: non-2xx / errors / timeouts; hub CPU %; ingest idle', value: `${api.non2xx} / ${api.errors} / ${api.timeouts}; ${api.hubCpuPercent}; ${api.ingestIdle}`, target: '' },

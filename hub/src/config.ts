@@ -42,6 +42,7 @@ export interface HubConfig {
   deadLetters: { publishTimeoutMs: number; maxInFlight: number };
   analytics: {
     enabled: boolean;
+    catalogueEnrichment: boolean;
     partitions: number;
     workerId: string;
     rulesDir: string;
@@ -364,6 +365,12 @@ export const hubConfigSchema = {
         rulesDir: { type: 'string', default: DEFAULT_RULES_DIR, description: 'Rule files published into the rules bucket at start (never overwriting a rule edited in KV). @default the repo\'s hub/rules/' },
         rulesBucket: { type: 'string', pattern: '^[A-Za-z0-9_-]+$', default: 'hub-rules', description: 'KV bucket of the rules (key rule.<name>); watched, so rules change without restart.' },
         stateBucket: { type: 'string', pattern: '^[A-Za-z0-9_-]+$', default: 'hub-operator-state', description: 'KV bucket of the operator snapshots (key p<partition>).' },
+        catalogueEnrichment: {
+          type: 'boolean',
+          default: false,
+          description:
+            'Add product: { id, name, category, price } from the product catalogue (recommendations.catalogueFile and the KV bucket recs-catalogue) to app events about a product before the rules see them, so rules can use product.category and product.price.',
+        },
         leasesBucket: { type: 'string', pattern: '^[A-Za-z0-9_-]+$', default: 'hub-leases', description: 'KV bucket of the partition leases and worker heartbeats.' },
         replicas: { type: 'integer', minimum: 1, maximum: 5, default: 3, description: 'Replicas of the three buckets when the hub creates them.' },
         leaseTtlMs: {

@@ -11,7 +11,7 @@ import { createLogger, type Logger } from '../../shared/logger.js';
 import { natsAuthOptions } from '../../shared/nats-auth.js';
 import { loadSchemaCatalog } from '../../shared/schema-catalog.js';
 import { loadCompatModes } from '../../shared/schema-compat.js';
-import { EVENTS_STREAM } from '../../shared/wire.js';
+import { EVENTS_STREAM, type EventBatch } from '../../shared/wire.js';
 import { loadHubConfig, type HubConfig } from './config.js';
 import { ensureDurableConsumer, JetStreamBatchSource } from './consumer/jetstream-consumer.js';
 import { errorMessage, isPermanent } from './errors.js';
@@ -32,7 +32,8 @@ import { ensureStreams, streamSpecs } from './streams.js';
 import { UnmappedEvents } from './unmapped-events.js';
 import { AnalyticsService } from './analytics/analytics-service.js';
 import { recommendationsRoutes } from './recommendations/infrastructure/http-routes.js';
-import { RecommendationsService } from './recommendations/infrastructure/recommendations-service.js';
+import { openCatalogue, RecommendationsService } from './recommendations/infrastructure/recommendations-service.js';
+import { catalogueEnricher } from './recommendations/infrastructure/catalogue-enricher.js';
 import { publishRuleFiles } from './rules/index.js';
 import { JetStreamAlertSink } from './sinks/jetstream-alert-sink.js';
 import { createQuestDbAnalyticsSink, type QuestDbAnalyticsSink } from './sinks/questdb-analytics-sink.js';
@@ -130,6 +131,7 @@ async function main(): Promise<number> {
   let worker: HubWorker | undefined;
   let analytics: AnalyticsService | undefined;
   let recommendations: RecommendationsService | undefined;
+  let stopCatalogue = (): void => undefined;
   let analyticsSink: QuestDbAnalyticsSink | undefined;
   let signals = 0;
   const onSignal = (signal: NodeJS.Signals): void => {
@@ -320,12 +322,19 @@ async function main(): Promise<number> {
         log,
       );
       const alertStream = new JetStreamAlertSink(jetstream(nc), config.deadLetters.publishTimeoutMs);
+      let enrich: ((batch: EventBatch) => number) | undefined;
+      if (config.analytics.catalogueEnrichment) {
+        const catalogue = await retrying('catalogue for the rules', () => openCatalogue(nc, config.recommendations, log), shutdown.signal, log);
+        stopCatalogue = () => catalogue.stop();
+        enrich = catalogueEnricher(catalogue);
+        log.info({ products: catalogue.size() }, 'rules see app events with their catalogue product');
+      }
       const outputs = analyticsSink;
       analytics = await retrying(
         'analytics',
         async () => {
           // A fresh service per attempt: a half-started one (rule watch running, bucket missing) is stopped first.
-          const attempt = new AnalyticsService(nc, jetstream(nc), jsm, config.analytics, outputs, deadLetters, alertStream, log);
+          const attempt = new AnalyticsService(nc, jetstream(nc), jsm, config.analytics, outputs, deadLetters, alertStream, log, enrich);
           try {
             await attempt.start();
             return attempt;
@@ -365,6 +374,7 @@ async function main(): Promise<number> {
     }
     // Analytics and recommendations give their partitions up (last checkpoint each) so other workers take them over at once.
     await analytics?.stop();
+    stopCatalogue();
     await recommendations?.stop();
     await analyticsSink?.close();
     await schemaWatch?.stop();

@@ -9,6 +9,7 @@
  * partition whose lease is lost, or overdue after a pause, gets no final checkpoint and its unwritten rows are
  * dropped: the next owner replays them from the last snapshot, and writing them could replace its newer revisions.
  */
+import type { EventBatch } from '../../../shared/wire.js';
 import type { JetStreamClient, JetStreamManager } from '@nats-io/jetstream';
 import type { NatsConnection } from '@nats-io/transport-node';
 import type { Logger } from '../../../shared/logger.js';
@@ -44,6 +45,8 @@ export class AnalyticsService {
     private readonly late: LateEventSink,
     private readonly alerts: AlertStream,
     private readonly log: Logger,
+    /** See PartitionProcessorDeps.enrich. */
+    private readonly enrich?: (batch: EventBatch) => unknown,
   ) {
     this.store = new KvSnapshotStore(nc, { bucket: config.stateBucket, replicas: config.replicas });
     this.rules = new KvRuleStore(nc, { bucket: config.rulesBucket, replicas: config.replicas, log });
@@ -113,6 +116,7 @@ export class AnalyticsService {
         workerId: this.config.workerId,
         log: this.log,
         now: Date.now,
+        ...(this.enrich ? { enrich: this.enrich } : {}),
         holdsLease: () => this.leases.holds(partition),
       },
       (fenced) => {

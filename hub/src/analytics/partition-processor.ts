@@ -92,6 +92,8 @@ export interface PartitionProcessorDeps {
   workerId: string;
   log: Logger;
   now: () => number;
+  /** Adds fields to each batch's events before the operators see it (the catalogue enrichment); none: nothing added. */
+  enrich?: (batch: EventBatch) => unknown;
   /**
    * Whether this worker holds the partition's lease and its last renewal is recent enough that no other worker can
    * have taken it (KvLeaseManager.holds): checked before every write that another owner's writes must not follow.
@@ -285,6 +287,7 @@ export class PartitionProcessor {
         this.lastMessage = message;
         continue;
       }
+      this.deps.enrich?.(batch);
       const outputs = this.set.apply(batch, message.info.streamSequence, this.deps.now());
       this.lastMessage = message;
       if (!outputs) continue;

@@ -97,6 +97,11 @@ export class CatalogueStore implements Catalogue {
     return new Set([...this.fromFile.keys(), ...this.fromKv.keys()]).size;
   }
 
+  /** The product with this id, the KV bucket's entry before the file's. */
+  product(id: string): Product | undefined {
+    return this.lookup(id);
+  }
+
   private lookup(id: string): Product | undefined {
     return this.fromKv.get(id) ?? this.fromFile.get(id);
   }

@@ -41,20 +41,53 @@ function sumDecayed(a: DecayedValue, b: DecayedValue, halfLifeMs: number): Decay
   return { value: decayedAt(a, at, halfLifeMs) + decayedAt(b, at, halfLifeMs), asOf: at };
 }
 
-export function mergeItemShards(productId: string, shards: Iterable<ItemStats>, policy: RecommendationPolicy): ItemStats {
-  const merged: ItemStats = { productId, popularity: { value: 0, asOf: 0 }, engagements: 0, neighbours: [], ratingSum: 0, ratingCount: 0, applied: emptyAppliedEvents() };
-  const weights = new Map<string, number>();
-  for (const shard of shards) {
-    merged.popularity = sumDecayed(merged.popularity, shard.popularity, policy.popularityHalfLifeMs);
-    merged.engagements += shard.engagements;
-    merged.ratingSum += shard.ratingSum;
-    merged.ratingCount += shard.ratingCount;
-    for (const n of shard.neighbours) weights.set(n.productId, (weights.get(n.productId) ?? 0) + n.weight);
+/**
+ * An item's statistics merged from its shards. The neighbour list is merged on first read: a recommendation list
+ * reads popularity and ratings of a few hundred candidates but the neighbours of only its seeds, and merging eight
+ * lists of fifty was most of the cost of a list whenever the shards had changed since the last merge.
+ */
+class MergedItemStats implements ItemStats {
+  popularity: DecayedValue = { value: 0, asOf: 0 };
+  engagements = 0;
+  ratingSum = 0;
+  ratingCount = 0;
+  applied = emptyAppliedEvents();
+  private merged: ItemStats['neighbours'] | undefined;
+
+  constructor(
+    readonly productId: string,
+    private readonly shards: readonly ItemStats[],
+    private readonly policy: RecommendationPolicy,
+  ) {
+    for (const shard of shards) {
+      this.popularity = sumDecayed(this.popularity, shard.popularity, policy.popularityHalfLifeMs);
+      this.engagements += shard.engagements;
+      this.ratingSum += shard.ratingSum;
+      this.ratingCount += shard.ratingCount;
+    }
   }
-  for (const [id, weight] of [...weights].sort((a, b) => b[1] - a[1] || (a[0] < b[0] ? -1 : 1)).slice(0, policy.neighboursPerItem)) {
-    addNeighbour(merged.neighbours, id, weight, policy.neighboursPerItem);
+
+  get neighbours(): ItemStats['neighbours'] {
+    if (this.merged === undefined) {
+      const weights = new Map<string, number>();
+      for (const shard of this.shards) for (const n of shard.neighbours) weights.set(n.productId, (weights.get(n.productId) ?? 0) + n.weight);
+      const neighbours: ItemStats['neighbours'] = [];
+      for (const [id, weight] of [...weights].sort((a, b) => b[1] - a[1] || (a[0] < b[0] ? -1 : 1)).slice(0, this.policy.neighboursPerItem)) {
+        addNeighbour(neighbours, id, weight, this.policy.neighboursPerItem);
+      }
+      this.merged = neighbours;
+    }
+    return this.merged;
   }
-  return merged;
+
+  toJSON(): ItemStats {
+    const { productId, popularity, engagements, neighbours, ratingSum, ratingCount, applied } = this;
+    return { productId, popularity, engagements, neighbours, ratingSum, ratingCount, applied };
+  }
+}
+
+export function mergeItemShards(productId: string, shards: readonly ItemStats[], policy: RecommendationPolicy): ItemStats {
+  return new MergedItemStats(productId, shards, policy);
 }
 
 export function mergeBoardShards(category: string, shards: Iterable<CategoryPopularity>, policy: RecommendationPolicy): CategoryPopularity {
@@ -78,7 +111,13 @@ function mergedFor<T>(ids: readonly string[], shards: Map<string, Shards<T>>, ca
     if (merged === undefined) {
       const byPartition = shards.get(id);
       if (!byPartition || byPartition.size === 0) continue;
-      const readable = [...byPartition.values()].map((shard) => decoded(shard)).filter((shard): shard is T => shard !== undefined);
+      const readable: T[] = [];
+      for (const [partition, stored] of byPartition) {
+        const shard = decoded(stored);
+        if (shard === undefined) continue;
+        if (stored instanceof Uint8Array) byPartition.set(partition, shard); // decoded once per change
+        readable.push(shard);
+      }
       merged = merge(id, readable);
       cache.set(id, merged);
     }

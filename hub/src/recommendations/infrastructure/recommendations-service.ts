@@ -180,3 +180,14 @@ async function openBuckets(nc: NatsConnection, js: JetStreamClient, jsm: JetStre
   };
   return { profiles, items, catalogue, writers };
 }
+
+/**
+ * The product catalogue on its own (for the rules' enrichment, catalogue-enricher.ts): the file of
+ * `recommendations.catalogueFile` when set, and the watched KV bucket recs-catalogue. Resolves once both are loaded.
+ */
+export async function openCatalogue(nc: NatsConnection, config: Pick<RecommendationsConfig, 'catalogueFile' | 'replicas'>, log: Logger): Promise<CatalogueStore> {
+  const catalogue = new CatalogueStore(await openRecsBucket(nc, RECS_BUCKETS.catalogue, config.replicas), log);
+  if (config.catalogueFile) catalogue.loadFile(config.catalogueFile);
+  await catalogue.start();
+  return catalogue;
+}
