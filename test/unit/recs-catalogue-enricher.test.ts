@@ -13,7 +13,7 @@ const products = new Map<string, Product>([
 const enrich = catalogueEnricher({ product: (id) => products.get(id) });
 
 function app(id: string, properties: Record<string, unknown> | undefined, type = 'app.event'): WireEvent {
-  return { id, type, key: 'u1', ts: 1_700_000_000_000_000, body: { user_id: 'u1', event_type: 'purchase', ...(properties ? { properties } : {}) } } as WireEvent;
+  return { id, type, key: 'u1', ts: 1_700_000_000_000_000, body: { user_id: 'u1', event_type: 'purchase', ...(properties ? { properties } : {}) }, sv: 1, its: 0, src: 'test' } as unknown as WireEvent;
 }
 
 test('events about a known product get product: id, name, category, price; the rules read it as a body field', () => {

@@ -14,7 +14,7 @@
  *
  * Ids become key tokens as they are when they are plain (letters, digits, `_`, `-`), else `=` + base64url of the id.
  */
-import type { JetStreamClient, JetStreamManager } from '@nats-io/jetstream';
+import { DeliverPolicy, type JetStreamClient, type JetStreamManager } from '@nats-io/jetstream';
 import { Kvm, type KV, type KvWatchEntry } from '@nats-io/kv';
 import type { NatsConnection } from '@nats-io/transport-node';
 import { Packr } from 'msgpackr';
@@ -132,6 +132,27 @@ export async function getMany(jsm: JetStreamManager, bucket: string, keys: reado
       }
     }),
   );
+  return found;
+}
+
+/**
+ * Every current value of the keys matching `keyFilters` (KV wildcards, e.g. `i.*.p3`), read in one pass by an
+ * ordered consumer on the bucket's stream (last message per subject; from the stream leader, so nothing older than
+ * what was acknowledged). Deleted and purged keys are left out.
+ */
+export async function loadMatching(js: JetStreamClient, bucket: string, keyFilters: readonly string[]): Promise<Map<string, Uint8Array>> {
+  const prefix = `$KV.${bucket}.`;
+  const found = new Map<string, Uint8Array>();
+  const consumer = await js.consumers.get(`KV_${bucket}`, { filter_subjects: keyFilters.map((k) => prefix + k), deliver_policy: DeliverPolicy.LastPerSubject });
+  if ((await consumer.info(true)).num_pending === 0) return found;
+  const messages = await consumer.consume();
+  for await (const message of messages) {
+    const key = message.subject.slice(prefix.length);
+    if (message.headers?.get('KV-Operation') || message.data.length === 0) found.delete(key);
+    else found.set(key, message.data);
+    if (message.info.pending === 0) break;
+  }
+  messages.stop();
   return found;
 }
 

@@ -9,7 +9,8 @@
  *      batch boundary: `target.flush()` (every record it writes carries, per partition, the last stream position
  *      applied to it), then the checkpoint (CAS), then the ack of the last message the flush covers.
  *
- * While messages wait behind the one applied (a backlog), flushes come every `backlogFlushIntervalMs` instead.
+ * While `backlogThresholdMessages` or more wait behind the one applied (a backlog), flushes come every
+ * `backlogFlushIntervalMs` instead.
  *
  * Pipelined: `flush()` captures what it writes before it returns, so batches go on being applied while its writes
  * are in flight (they go into the next flush). One flush at a time; a flush that takes longer than the interval is
@@ -38,8 +39,9 @@ export interface PartitionFeedTarget {
    * Captures, before it returns, every record changed since the previous flush (serialised: later batches may
    * change the records while the writes are in flight), then writes them; rejects when a write failed (what it
    * captured is written again by the next flush). Called only between batches, and never while a flush is pending.
+   * `final`: the partition is being given up; everything must be written.
    */
-  flush(): Promise<void>;
+  flush(final: boolean): Promise<void>;
   /** Drops the partition's state from memory (it was given up). */
   close(): void;
 }
@@ -53,6 +55,8 @@ export interface PartitionFeedSettings {
    * events: a hot item's statistics change with almost every batch.
    */
   backlogFlushIntervalMs: number;
+  /** Messages waiting behind the one applied from which the partition counts as behind (a live feed has a few). */
+  backlogThresholdMessages: number;
   ackWaitMs: number;
   maxAckPending: number;
   inactiveThresholdMs: number;
@@ -256,7 +260,7 @@ export class PartitionFeed {
   private flushWhenDue(final = false): void {
     if (!this.flushDue || this.flushing || this.applying || this.fenced) return;
     if (this.seq === this.checkpointedSeq && !final) return;
-    const behind = (this.lastMessage?.info.pending ?? 0) > 0;
+    const behind = (this.lastMessage?.info.pending ?? 0) >= this.settings.backlogThresholdMessages;
     if (!final && behind && performance.now() - this.lastFlushAt < this.settings.backlogFlushIntervalMs) return;
     if (!this.stillOwner()) return;
     this.lastFlushAt = performance.now();
@@ -264,7 +268,7 @@ export class PartitionFeed {
     const seq = this.seq;
     const last = this.lastMessage;
     const flushStart = performance.now();
-    const written = this.target.flush(); // captures now, at this batch boundary
+    const written = this.target.flush(final); // captures now, at this batch boundary
     this.flushing = (async () => {
       try {
         await written;

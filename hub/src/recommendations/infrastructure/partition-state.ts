@@ -12,7 +12,7 @@ import type { EventBatch, WireEvent } from '../../../../shared/wire.js';
 import { RecommendationsUseCases, type Catalogue } from '../application/index.js';
 import type { CustomerProfileRepository, ItemStatsRepository } from '../application/ports.js';
 import { ALL_CATEGORIES, DEFAULT_POLICY, interactionFromAppEvent, type CategoryPopularity, type Interaction, type CustomerProfile, type ItemStats, type RecommendationPolicy } from '../domain/index.js';
-import { boardShardKey as boardShardKeyOf, decodeValue, encodeValue, getMany, itemShardKey as itemShardKeyOf, profileKey as profileKeyOf, putMany } from './kv-state.js';
+import { boardShardKey as boardShardKeyOf, decodeValue, encodeValue, getMany, itemShardKey as itemShardKeyOf, loadMatching, profileKey as profileKeyOf, putMany } from './kv-state.js';
 
 /**
  * One partition's keys by id, remembered: a key is built for every record an event touches (half a dozen per event),
@@ -62,7 +62,7 @@ import { ShopInteractionRows, type QuestDbTarget } from './questdb-interactions-
  * interaction (a duplicate never reaches the items), so an item shard keeps no ids at all, only its mark. Shorter
  * ledgers also make every record written to KV at each flush smaller (256 ids were most of an item shard's bytes).
  */
-export const WRITE_POLICY: RecommendationPolicy = { ...DEFAULT_POLICY, itemLedgerCapacity: 0, profileLedgerCapacity: 64 };
+export const WRITE_POLICY: RecommendationPolicy = { ...DEFAULT_POLICY, itemLedgerCapacity: 0, profileLedgerCapacity: 16 };
 
 /** Batches are at most 65535 events (the agent's maxBatchEvents is 2000), so positions never collide. */
 export const POSITION_STRIDE = 65_536;
@@ -75,6 +75,8 @@ export const POSITION_STRIDE = 65_536;
 const YIELD_EVERY_MS = 5;
 const slice = { start: performance.now() };
 
+/** How often a partition's changed category boards are written (see flush). */
+const BOARD_FLUSH_MS = 5_000;
 /** Past this many cached keys, a flush forgets the clean ones (they are in KV; the next use loads them again). */
 const MAX_CACHED_KEYS = 200_000;
 
@@ -82,14 +84,32 @@ const MAX_CACHED_KEYS = 200_000;
 class CachedKeys<T> {
   readonly values = new Map<string, T | undefined>();
   readonly dirty = new Set<string>();
+  /** Keys this predicate accepts were all loaded (loadAll): one not in `values` does not exist, no need to ask. */
+  private complete: ((key: string) => boolean) | undefined;
   constructor(private readonly bucket: BucketWriter) {}
+
+  /**
+   * Loads every existing key matching `filters` (KV wildcards) in one pass, and from then on takes a matching key it
+   * does not hold as absent. For keys a partition owns alone (its item shards and boards), which it would otherwise
+   * read one batch of cold keys at a time: a round trip before each small batch of a live feed.
+   */
+  async loadAll(filters: readonly string[], matches: (key: string) => boolean): Promise<number> {
+    const loaded = await loadMatching(this.bucket.js, this.bucket.bucket, filters);
+    for (const [key, bytes] of loaded) if (!this.values.has(key)) this.values.set(key, decodeValue<T>(bytes));
+    this.complete = matches;
+    return loaded.size;
+  }
+
+  private known(key: string): boolean {
+    return this.values.has(key) || (this.complete?.(key) ?? false);
+  }
 
   private get kv(): KV {
     return this.bucket.kv;
   }
 
   async get(key: string): Promise<T | undefined> {
-    if (this.values.has(key)) return this.values.get(key);
+    if (this.known(key)) return this.values.get(key);
     const entry = await this.kv.get(key);
     const value = entry && entry.operation === 'PUT' && entry.length > 0 ? decodeValue<T>(entry.value) : undefined;
     // Another load of the same key may have finished (and been changed) meanwhile: keep what is there.
@@ -99,7 +119,7 @@ class CachedKeys<T> {
 
   /** Loads the keys not cached yet, with batch direct gets (see getMany). */
   async load(keys: Iterable<string>): Promise<void> {
-    const missing = [...new Set(keys)].filter((key) => !this.values.has(key));
+    const missing = [...new Set(keys)].filter((key) => !this.known(key));
     if (missing.length === 0) return;
     const loaded = await getMany(this.bucket.jsm, this.bucket.bucket, missing);
     for (const [key, bytes] of loaded) {
@@ -126,7 +146,10 @@ class CachedKeys<T> {
     const write = async () => {
       await putMany(this.bucket, captured);
       // Only now: a clean key forgotten before its write landed would be loaded back from KV with its old value.
-      if (this.values.size > MAX_CACHED_KEYS) for (const key of this.values.keys()) if (!this.dirty.has(key)) this.values.delete(key);
+      if (this.values.size > MAX_CACHED_KEYS) {
+        for (const key of this.values.keys()) if (!this.dirty.has(key)) this.values.delete(key);
+        this.complete = undefined; // a forgotten key is no longer known to be absent
+      }
     };
     const restore = () => {
       for (const [key] of captured) this.dirty.add(key);
@@ -212,6 +235,7 @@ export class PartitionState implements PartitionFeedTarget {
   private rows: ShopInteractionRows | undefined;
   private partition = -1;
   private keys: PartitionKeys | undefined;
+  private boardsFlushedAt = 0;
 
   constructor(
     private readonly kv: { profiles: BucketWriter; items: BucketWriter },
@@ -228,6 +252,11 @@ export class PartitionState implements PartitionFeedTarget {
     this.profiles = new CachedKeys(this.kv.profiles);
     this.items = new CachedKeys(this.kv.items);
     this.boards = new CachedKeys(this.kv.items);
+    const suffix = `.p${partition}`;
+    await Promise.all([
+      this.items.loadAll([`i.*${suffix}`], (key) => key.startsWith('i.') && key.endsWith(suffix)),
+      this.boards.loadAll([`b.*${suffix}`], (key) => key.startsWith('b.') && key.endsWith(suffix)),
+    ]);
     this.useCases = new RecommendationsUseCases({
       profiles: new PartitionProfiles(this.profiles, this.keys),
       itemStats: new PartitionItemShards(this.keys, this.items, this.boards),
@@ -291,24 +320,31 @@ export class PartitionState implements PartitionFeedTarget {
     ]);
   }
 
-  /** Captures every changed record and row now, then writes them (see PartitionFeedTarget.flush). */
-  flush(): Promise<void> {
-    // Rows first (upserts: written again after a crash, kept once), then items and boards before profiles: a profile
-    // written is the commit mark of its events (see use-cases.ts).
+  /**
+   * Captures every changed record and row now, then writes them (see PartitionFeedTarget.flush). Category boards
+   * only every BOARD_FLUSH_MS (and on the last flush): they change with almost every event, a board is several KB,
+   * and they need no place in the commit order (an item's popularity is set on them, not added, and the next
+   * interaction with the item sets it again), so a board written a few seconds late costs nothing but that delay.
+   */
+  flush(final = false): Promise<void> {
+    // Rows first (upserts: written again after a crash, kept once), then items before profiles: a profile written
+    // is the commit mark of its events (see use-cases.ts).
     const rows = this.rows?.flush(); // the rows are captured when the call starts
     const items = this.items!.capture();
-    const boards = this.boards!.capture();
+    const boardsDue = final || performance.now() - this.boardsFlushedAt >= BOARD_FLUSH_MS;
+    const boards = boardsDue ? this.boards!.capture() : undefined;
+    if (boards) this.boardsFlushedAt = performance.now();
     const profiles = this.profiles!.capture();
     return (async () => {
       try {
         await rows;
-        await Promise.all([items.write(), boards.write()]);
+        await Promise.all([items.write(), boards?.write()]);
         await profiles.write();
       } catch (error) {
-        for (const captured of [items, boards, profiles]) captured.restore();
+        for (const captured of [items, boards, profiles]) captured?.restore();
         throw error;
       }
-      this.counters.written += items.keys + boards.keys + profiles.keys;
+      this.counters.written += items.keys + (boards?.keys ?? 0) + profiles.keys;
     })();
   }
 

@@ -28,6 +28,7 @@ export interface RecommendationsConfig {
   catalogueFile?: string;
   flushIntervalMs: number;
   backlogFlushIntervalMs: number;
+  backlogThresholdMessages: number;
   leaseTtlMs: number;
   ackWaitMs: number;
   maxAckPending: number;
@@ -116,6 +117,7 @@ export class RecommendationsService {
         consumerPrefix: 'recs',
         flushIntervalMs: this.config.flushIntervalMs,
         backlogFlushIntervalMs: this.config.backlogFlushIntervalMs,
+        backlogThresholdMessages: this.config.backlogThresholdMessages,
         ackWaitMs: this.config.ackWaitMs,
         maxAckPending: this.config.maxAckPending,
         inactiveThresholdMs: this.config.inactiveThresholdMs,
