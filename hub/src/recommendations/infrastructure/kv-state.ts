@@ -136,6 +136,26 @@ export async function getMany(jsm: JetStreamManager, bucket: string, keys: reado
 }
 
 /**
+ * Reads keys from the stream leader (STREAM.MSG.GET, one request per key): what the previous owner of a partition
+ * wrote just before a takeover is there once acknowledged, while a direct get may be answered by a replica a few
+ * milliseconds behind. Slower than getMany, so only for the first seconds of an ownership.
+ */
+export async function getManyFromLeader(jsm: JetStreamManager, bucket: string, keys: readonly string[]): Promise<Map<string, Uint8Array | undefined>> {
+  const prefix = `$KV.${bucket}.`;
+  const found = new Map<string, Uint8Array | undefined>();
+  for (let i = 0; i < keys.length; i += 256) {
+    await Promise.all(
+      keys.slice(i, i + 256).map(async (key) => {
+        const message = await jsm.streams.getMessage(`KV_${bucket}`, { last_by_subj: prefix + key });
+        const deleted = !message || message.header?.get('KV-Operation') || message.data.length === 0;
+        found.set(key, deleted ? undefined : message.data);
+      }),
+    );
+  }
+  return found;
+}
+
+/**
  * Every current value of the keys matching `keyFilters` (KV wildcards, e.g. `i.*.p3`), read in one pass by an
  * ordered consumer on the bucket's stream (last message per subject; from the stream leader, so nothing older than
  * what was acknowledged). Deleted and purged keys are left out.

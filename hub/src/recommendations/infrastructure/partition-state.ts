@@ -12,7 +12,7 @@ import type { EventBatch, WireEvent } from '../../../../shared/wire.js';
 import { RecommendationsUseCases, type Catalogue } from '../application/index.js';
 import type { CustomerProfileRepository, ItemStatsRepository } from '../application/ports.js';
 import { ALL_CATEGORIES, DEFAULT_POLICY, interactionFromAppEvent, type CategoryPopularity, type Interaction, type CustomerProfile, type ItemStats, type RecommendationPolicy } from '../domain/index.js';
-import { boardShardKey as boardShardKeyOf, decodeValue, encodeValue, getMany, itemShardKey as itemShardKeyOf, loadMatching, profileKey as profileKeyOf, putMany } from './kv-state.js';
+import { boardShardKey as boardShardKeyOf, decodeValue, encodeValue, getMany, getManyFromLeader, itemShardKey as itemShardKeyOf, loadMatching, profileKey as profileKeyOf, putMany } from './kv-state.js';
 
 /**
  * One partition's keys by id, remembered: a key is built for every record an event touches (half a dozen per event),
@@ -75,6 +75,8 @@ export const POSITION_STRIDE = 65_536;
 const YIELD_EVERY_MS = 5;
 const slice = { start: performance.now() };
 
+/** How long after a takeover cold profiles are read from the stream leader (see getManyFromLeader). */
+const LEADER_READS_MS = 10_000;
 /** How often a partition's changed category boards are written (see flush). */
 const BOARD_FLUSH_MS = 5_000;
 /** Past this many cached keys, a flush forgets the clean ones (they are in KV; the next use loads them again). */
@@ -84,6 +86,8 @@ const MAX_CACHED_KEYS = 200_000;
 class CachedKeys<T> {
   readonly values = new Map<string, T | undefined>();
   readonly dirty = new Set<string>();
+  /** Until then (performance.now()), cold keys are read from the stream leader (see getManyFromLeader). */
+  leaderReadsUntil = 0;
   /** Keys this predicate accepts were all loaded (loadAll): one not in `values` does not exist, no need to ask. */
   private complete: ((key: string) => boolean) | undefined;
   constructor(private readonly bucket: BucketWriter) {}
@@ -104,16 +108,8 @@ class CachedKeys<T> {
     return this.values.has(key) || (this.complete?.(key) ?? false);
   }
 
-  private get kv(): KV {
-    return this.bucket.kv;
-  }
-
   async get(key: string): Promise<T | undefined> {
-    if (this.known(key)) return this.values.get(key);
-    const entry = await this.kv.get(key);
-    const value = entry && entry.operation === 'PUT' && entry.length > 0 ? decodeValue<T>(entry.value) : undefined;
-    // Another load of the same key may have finished (and been changed) meanwhile: keep what is there.
-    if (!this.values.has(key)) this.values.set(key, value);
+    if (!this.known(key)) await this.load([key]);
     return this.values.get(key);
   }
 
@@ -121,7 +117,8 @@ class CachedKeys<T> {
   async load(keys: Iterable<string>): Promise<void> {
     const missing = [...new Set(keys)].filter((key) => !this.known(key));
     if (missing.length === 0) return;
-    const loaded = await getMany(this.bucket.jsm, this.bucket.bucket, missing);
+    const read = performance.now() < this.leaderReadsUntil ? getManyFromLeader : getMany;
+    const loaded = await read(this.bucket.jsm, this.bucket.bucket, missing);
     for (const [key, bytes] of loaded) {
       // A key loaded meanwhile (and maybe changed since) keeps what is there.
       if (!this.values.has(key)) this.values.set(key, bytes === undefined ? undefined : decodeValue<T>(bytes));
@@ -250,6 +247,8 @@ export class PartitionState implements PartitionFeedTarget {
     this.partition = partition;
     this.keys = new PartitionKeys(partition);
     this.profiles = new CachedKeys(this.kv.profiles);
+    // The previous owner's last profiles were written moments ago; a replica may not have them yet.
+    this.profiles.leaderReadsUntil = performance.now() + LEADER_READS_MS;
     this.items = new CachedKeys(this.kv.items);
     this.boards = new CachedKeys(this.kv.items);
     const suffix = `.p${partition}`;
