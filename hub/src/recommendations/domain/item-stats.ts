@@ -81,17 +81,17 @@ function byStrength(a: Neighbour, b: Neighbour): number {
 }
 
 /**
- * Lookup by id of a neighbour list's entries, built on first use and kept beside the list (not in it: the list is
- * what gets stored). Valid because lists change only through addNeighbour; a list decoded from the store is a new
- * array and gets a new index. Without it, every update was a scan of up to 50 ids.
+ * Lookup by product id of a list's entries (a neighbour list, a board), built on first use and kept beside the list
+ * (not in it: the list is what gets stored). Valid because these lists change only through the functions below; a
+ * list decoded from the store is a new array and gets a new index. Without it, every update was a scan of the list.
  */
-const neighbourIndex = new WeakMap<Neighbour[], Map<string, Neighbour>>();
+const indexes = new WeakMap<Array<{ productId: string }>, Map<string, { productId: string }>>();
 
-function indexOfNeighbours(neighbours: Neighbour[]): Map<string, Neighbour> {
-  let index = neighbourIndex.get(neighbours);
+function indexBeside<T extends { productId: string }>(list: T[]): Map<string, T> {
+  let index = indexes.get(list) as Map<string, T> | undefined;
   if (!index) {
-    index = new Map(neighbours.map((n) => [n.productId, n]));
-    neighbourIndex.set(neighbours, index);
+    index = new Map(list.map((entry) => [entry.productId, entry]));
+    indexes.set(list, index);
   }
   return index;
 }
@@ -102,7 +102,7 @@ function indexOfNeighbours(neighbours: Neighbour[]): Map<string, Neighbour> {
  * the entry that grew moves: up to its place, in one pass, instead of a sort of the whole list per update.
  */
 export function addNeighbour(neighbours: Neighbour[], productId: string, weight: number, limit: number): void {
-  const index = indexOfNeighbours(neighbours);
+  const index = indexBeside(neighbours);
   let entry = index.get(productId);
   let i: number;
   if (entry) {
@@ -183,18 +183,6 @@ function boardStrength(entry: CategoryBoardEntry, halfLifeMs: number): number {
   return Math.log2(entry.popularity.value) + entry.popularity.asOf / halfLifeMs;
 }
 
-/** Beside each board (see neighbourIndex): its entries by id. */
-const boardIndex = new WeakMap<CategoryBoardEntry[], Map<string, CategoryBoardEntry>>();
-
-function indexOfBoard(entries: CategoryBoardEntry[]): Map<string, CategoryBoardEntry> {
-  let index = boardIndex.get(entries);
-  if (!index) {
-    index = new Map(entries.map((e) => [e.productId, e]));
-    boardIndex.set(entries, index);
-  }
-  return index;
-}
-
 /**
  * Sets an item's popularity on a board, in place. The newer value (later asOf; on a tie the larger) wins, so
  * repeated and reordered writes of the same values converge. A board holds up to twice policy.categoryBoardSize
@@ -204,7 +192,7 @@ function indexOfBoard(entries: CategoryBoardEntry[]): Map<string, CategoryBoardE
  */
 export function upsertCategoryBoard(board: CategoryPopularity, productId: string, popularity: DecayedValue, policy: RecommendationPolicy): void {
   const { entries } = board;
-  const index = indexOfBoard(entries);
+  const index = indexBeside(entries);
   const existing = index.get(productId);
   if (existing) {
     const newer = popularity.asOf > existing.popularity.asOf || (popularity.asOf === existing.popularity.asOf && popularity.value > existing.popularity.value);
