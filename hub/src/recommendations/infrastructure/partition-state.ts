@@ -240,6 +240,8 @@ export class PartitionState implements PartitionFeedTarget {
     readonly counters: PartitionStateCounters,
     /** Where the enriched rows go (shop_interactions); none: no rows. */
     private readonly questdb: QuestDbTarget | undefined,
+    /** Called with the customer of every event applied (the API's cached lists of that customer are now stale). */
+    private readonly onApplied: (customerId: string) => void = () => {},
   ) {}
 
   async open(partition: number): Promise<void> {
@@ -264,6 +266,16 @@ export class PartitionState implements PartitionFeedTarget {
       policy: WRITE_POLICY,
     });
     this.rows = this.questdb ? new ShopInteractionRows(this.questdb, partition) : undefined;
+  }
+
+  /**
+   * The customer's profile as this owner holds it (applied, maybe not flushed yet), or undefined when it is not in
+   * the cache. The API of the hub that owns the customer's partition reads it from here: fresh as soon as the event
+   * is applied, where KV and the watch add a flush interval and a round trip. A crash before the flush loses nothing
+   * a reader saw: the replay applies the same events to the same profile.
+   */
+  cachedProfile(customerId: string): CustomerProfile | undefined {
+    return this.profiles?.values.get(this.keys!.profile(customerId));
   }
 
   async apply(batch: EventBatch, seq: number): Promise<void> {
@@ -292,6 +304,7 @@ export class PartitionState implements PartitionFeedTarget {
       else if (result.value.status === 'duplicate') this.counters.duplicates++;
       else {
         this.counters.applied++;
+        this.onApplied(interaction.customerId);
         if (enrichment) this.rows!.add(interaction, enrichment);
       }
     }

@@ -3,8 +3,8 @@
  * candidates scored from the item statistics), and a shop asks for the same customer's list on every page view: at
  * thousands of requests per second, scoring each one would take most of the hub's CPU.
  *
- * A list is kept until the customer's profile changes (the read model reports each change, so what the customer just
- * did shows at once) or for at most `maxAgeMs` (hub config recommendations.cacheMaxAgeMs, default 30 s: other
+ * A list is kept until the customer's profile changes (the partition owner reports each event it applies, and the
+ * read model each change it sees, so what the customer just did shows at once) or for at most `maxAgeMs` (hub config recommendations.cacheMaxAgeMs, default 30 s: other
  * customers' interactions move item statistics and with them the scores, but slowly, and a list half a minute old
  * ranks about as a fresh one would). Beyond `maxCustomers`, the customers cached longest ago are dropped first.
  */

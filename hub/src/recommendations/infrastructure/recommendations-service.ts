@@ -9,6 +9,8 @@ import type { NatsConnection } from '@nats-io/transport-node';
 import type { Logger } from '../../../../shared/logger.js';
 import { KvLeaseManager } from '../../partitions/index.js';
 import { RecommendationsUseCases } from '../application/index.js';
+import type { CustomerProfileRepository } from '../application/ports.js';
+import { partitionOf } from '../../../../shared/wire.js';
 import { DEFAULT_POLICY } from '../domain/index.js';
 import { CatalogueStore } from './catalogue-store.js';
 import { enableAtomicBatches, openRecsBucket, RECS_BUCKETS } from './kv-state.js';
@@ -56,6 +58,7 @@ export class RecommendationsService {
   readonly recommendationCache: RecommendationCache;
   readonly counters: PartitionStateCounters = { prefetchMs: 0, applied: 0, duplicates: 0, ignored: 0, invalid: 0, written: 0 };
   private readonly feeds = new Map<number, PartitionFeed>();
+  private readonly states = new Map<number, PartitionState>();
   private leases: KvLeaseManager | undefined;
 
   private constructor(
@@ -69,7 +72,12 @@ export class RecommendationsService {
   ) {
     this.catalogue = new CatalogueStore(kv.catalogue, log);
     this.readModel = new RecsReadModel(kv, DEFAULT_POLICY, log);
-    this.useCases = new RecommendationsUseCases({ profiles: this.readModel, itemStats: this.readModel, catalogue: this.catalogue, clock: { now: () => Date.now() } });
+    // Profiles of the partitions this hub owns come from their owner's memory (fresh once applied), others from KV.
+    const profiles: CustomerProfileRepository = {
+      get: async (customerId) => this.states.get(partitionOf(customerId, config.partitions))?.cachedProfile(customerId) ?? (await this.readModel.get(customerId)),
+      put: () => this.readModel.put(),
+    };
+    this.useCases = new RecommendationsUseCases({ profiles, itemStats: this.readModel, catalogue: this.catalogue, clock: { now: () => Date.now() } });
     this.recommendationCache = new RecommendationCache((id, limit) => this.useCases.getRecommendations(id, limit), { maxAgeMs: config.cacheMaxAgeMs, maxCustomers: 100_000 });
     this.readModel.onProfileChange((customerId) => this.recommendationCache.invalidate(customerId));
   }
@@ -108,7 +116,7 @@ export class RecommendationsService {
   }
 
   private async take(partition: number, checkpoints: CheckpointStore): Promise<void> {
-    const state = new PartitionState(this.kv.writers, this.catalogue, this.counters, this.questdb);
+    const state = new PartitionState(this.kv.writers, this.catalogue, this.counters, this.questdb, (customerId) => this.recommendationCache.invalidate(customerId));
     const feed = new PartitionFeed(
       partition,
       state,
@@ -139,11 +147,13 @@ export class RecommendationsService {
       this.feeds.delete(partition);
       throw error;
     }
+    this.states.set(partition, state);
   }
 
   private async give(partition: number): Promise<void> {
     const feed = this.feeds.get(partition);
     if (!feed) return;
+    this.states.delete(partition);
     await feed.stop();
     this.feeds.delete(partition);
   }
