@@ -78,7 +78,7 @@ const slice = { start: performance.now() };
 /** How long after a takeover cold profiles are read from the stream leader (see getManyFromLeader). */
 const LEADER_READS_MS = 10_000;
 /** How often a partition's changed category boards are written (see flush). */
-const BOARD_FLUSH_MS = 5_000;
+const BOARD_FLUSH_MS = 1_000;
 /** Past this many cached keys, a flush forgets the clean ones (they are in KV; the next use loads them again). */
 const MAX_CACHED_KEYS = 200_000;
 
