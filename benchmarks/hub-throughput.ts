@@ -17,11 +17,12 @@ import { execFileSync } from 'node:child_process';
 import { parseArgs } from 'node:util';
 import { jetstream, jetstreamManager } from '@nats-io/jetstream';
 import { connect } from '@nats-io/transport-node';
-import { encodeBatch, eventSubject, partitionOf, type WireEvent } from '../shared/wire.js';
+import type { WireEvent } from '../shared/wire.js';
 import { freePort, startProcess, type ManagedProcess } from '../scripts/lib/processes.js';
 import { ensureRuntime, REPO_ROOT, RUNTIME_DIR } from '../scripts/lib/runtime.js';
 import { DEFAULT_PORTS, DEFAULT_STACK_DIR, stackStatus, startStack } from '../scripts/lib/stack.js';
 import { mixEvent } from './lib/hub-event-mix.js';
+import { agentPublisher } from './lib/agent-publisher.js';
 import { cpuSecondsOf, machineDescription, pidsNamed, sampleProcess, table, writeResults } from './lib/measure.js';
 import { join } from 'node:path';
 
@@ -69,28 +70,7 @@ let sequence = 0;
 /** The next event of the benchmark mix (benchmarks/lib/hub-event-mix.ts) at event time `nowMs`. */
 const makeEvent = (nowMs: number): WireEvent => mixEvent(sequence++, nowMs, agentId);
 
-let batchSeq = 0;
-/** Publishes events the way an agent does: one msgpack batch per partition, 64 publishes in flight. */
-async function publish(events: WireEvent[]): Promise<void> {
-  const byPartition = new Map<number, WireEvent[]>();
-  for (const event of events) {
-    const p = partitionOf(event.key, PARTITIONS);
-    let list = byPartition.get(p);
-    if (!list) byPartition.set(p, (list = []));
-    list.push(event);
-  }
-  const pending: Promise<unknown>[] = [];
-  for (const [partition, list] of byPartition) {
-    for (let i = 0; i < list.length; i += PER_BATCH) {
-      const first = ++batchSeq;
-      const slice = list.slice(i, i + PER_BATCH);
-      const data = encodeBatch({ v: 1, agent: agentId, partition, first, last: first, events: slice });
-      pending.push(js.publish(eventSubject(agentId, partition), data, { msgID: `${agentId}:${first}:${partition}` }));
-      if (pending.length >= 64) await Promise.all(pending.splice(0));
-    }
-  }
-  await Promise.all(pending);
-}
+const publish = agentPublisher(js, { agentId, partitions: PARTITIONS, perBatch: PER_BATCH });
 
 const rawRows = async () => {
   const [telemetry] = await sql<[number]>(`select count() from device_telemetry where agent_id = '${agentId}'`);

@@ -12,7 +12,7 @@
 import { parseArgs } from 'node:util';
 import { inMemoryPorts, RecommendationsUseCases } from '../hub/src/recommendations/application/index.js';
 import { WRITE_POLICY } from '../hub/src/recommendations/infrastructure/partition-state.js';
-import { generateShop } from '../simulators/shop.js';
+import { benchmarkShop } from './lib/bench-shop.js';
 import { LatencyRecorder, machineDescription, table, writeResults } from './lib/measure.js';
 
 const { values } = parseArgs({
@@ -23,16 +23,7 @@ const { values } = parseArgs({
   },
 });
 
-const shop = generateShop({
-  seed: 11,
-  shoppers: Number(values.shoppers),
-  products: Number(values.products),
-  categories: 12,
-  sessionsMin: 2,
-  sessionsMax: 5,
-  days: 30,
-  startAt: Date.now() - 31 * 86_400_000,
-});
+const shop = benchmarkShop({ shoppers: Number(values.shoppers), products: Number(values.products) });
 const ports = inMemoryPorts(shop.catalogue, Date.now(), { copy: false });
 const app = new RecommendationsUseCases({ ...ports, policy: WRITE_POLICY });
 

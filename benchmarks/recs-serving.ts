@@ -31,11 +31,13 @@ import { parseArgs } from 'node:util';
 import autocannon from 'autocannon';
 import { jetstream, jetstreamManager } from '@nats-io/jetstream';
 import { connect } from '@nats-io/transport-node';
-import { encodeBatch, EVENTS_STREAM, eventSubject, partitionOf, type WireEvent } from '../shared/wire.js';
+import { EVENTS_STREAM, eventSubject, type WireEvent } from '../shared/wire.js';
 import { freePort, startProcess, type ManagedProcess } from '../scripts/lib/processes.js';
 import { ensureRuntime, REPO_ROOT, RUNTIME_DIR } from '../scripts/lib/runtime.js';
 import { DEFAULT_PORTS, shiftPorts, stackStatus, startStack, type StackPorts } from '../scripts/lib/stack.js';
-import { generateShop, type ShopEvent } from '../simulators/shop.js';
+import type { ShopEvent } from '../simulators/shop.js';
+import { benchmarkShop } from './lib/bench-shop.js';
+import { agentPublisher } from './lib/agent-publisher.js';
 import { cpuSecondsOf, LatencyRecorder, machineDescription, pidsNamed, sampleProcess, table, writeResults } from './lib/measure.js';
 
 const { values } = parseArgs({
@@ -74,18 +76,7 @@ const tmp = mkdtempSync(join(tmpdir(), 'bench-recs-'));
 // the shop: ids of this run only (profiles, items and the catalogue live in KV buckets that outlive a run)
 
 say(`generating the shop (${values.shoppers} shoppers, ${values.products} products)...`);
-const days = 30;
-const shop = generateShop({
-  seed: 11,
-  shoppers: Number(values.shoppers),
-  products: Number(values.products),
-  categories: 12,
-  sessionsMin: 2,
-  sessionsMax: 5,
-  prefix: `rb${run}`,
-  startAt: Date.now() - days * 86_400_000 - 3_600_000,
-  days,
-});
+const shop = benchmarkShop({ shoppers: Number(values.shoppers), products: Number(values.products), prefix: `rb${run}` });
 const productId = (id: unknown) => `${String(id)}-${run}`;
 for (const p of shop.catalogue) p.id = productId(p.id);
 for (const e of shop.events) {
@@ -128,27 +119,7 @@ const nc = await connect({ servers: stack.natsUrls });
 const js = jetstream(nc);
 const jsm = await jetstreamManager(nc);
 
-let batchSeq = 0;
-/** Publishes events the way an agent does: one msgpack batch per partition (at most PER_BATCH), 64 in flight. */
-async function publish(events: WireEvent[]): Promise<void> {
-  const byPartition = new Map<number, WireEvent[]>();
-  for (const event of events) {
-    const p = partitionOf(event.key, PARTITIONS);
-    let list = byPartition.get(p);
-    if (!list) byPartition.set(p, (list = []));
-    list.push(event);
-  }
-  const pending: Promise<unknown>[] = [];
-  for (const [partition, list] of byPartition) {
-    for (let i = 0; i < list.length; i += PER_BATCH) {
-      const first = ++batchSeq;
-      const data = encodeBatch({ v: 1, agent: agentId, partition, first, last: first, events: list.slice(i, i + PER_BATCH) });
-      pending.push(js.publish(eventSubject(agentId, partition), data, { msgID: `${agentId}:${first}:${partition}` }));
-      if (pending.length >= 64) await Promise.all(pending.splice(0));
-    }
-  }
-  await Promise.all(pending);
-}
+const publish = agentPublisher(js, { agentId, partitions: PARTITIONS, perBatch: PER_BATCH });
 
 interface RecsHealth {
   owned: number[];

@@ -99,17 +99,13 @@ export class CatalogueStore implements Catalogue {
 
   /** The product with this id, the KV bucket's entry before the file's. */
   product(id: string): Product | undefined {
-    return this.lookup(id);
-  }
-
-  private lookup(id: string): Product | undefined {
     return this.fromKv.get(id) ?? this.fromFile.get(id);
   }
 
   async products(productIds: readonly string[]): Promise<Map<string, Product>> {
     const found = new Map<string, Product>();
     for (const id of productIds) {
-      const p = this.lookup(id);
+      const p = this.product(id);
       if (p) found.set(id, p);
     }
     return found;
@@ -119,7 +115,7 @@ export class CatalogueStore implements Catalogue {
     if (!this.byCategory) {
       this.byCategory = new Map();
       for (const id of new Set([...this.fromFile.keys(), ...this.fromKv.keys()])) {
-        const p = this.lookup(id)!;
+        const p = this.product(id)!;
         const list = this.byCategory.get(p.category) ?? [];
         list.push(p);
         this.byCategory.set(p.category, list);

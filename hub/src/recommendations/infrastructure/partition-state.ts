@@ -12,37 +12,8 @@ import type { EventBatch, WireEvent } from '../../../../shared/wire.js';
 import { RecommendationsUseCases, type Catalogue } from '../application/index.js';
 import type { CustomerProfileRepository, ItemStatsRepository } from '../application/ports.js';
 import { ALL_CATEGORIES, DEFAULT_POLICY, interactionFromAppEvent, type CategoryPopularity, type Interaction, type CustomerProfile, type ItemStats, type RecommendationPolicy } from '../domain/index.js';
-import { boardShardKey as boardShardKeyOf, decodeValue, encodeValue, getMany, getManyFromLeader, itemShardKey as itemShardKeyOf, loadMatching, profileKey as profileKeyOf, putMany } from './kv-state.js';
+import { boardShardKey, decodeValue, encodeValue, getMany, getManyFromLeader, itemShardKey, loadMatching, profileKey, putMany } from './kv-state.js';
 
-/**
- * One partition's keys by id, remembered: a key is built for every record an event touches (half a dozen per event),
- * and building one checks the id's characters with a regular expression. Bounded like the cache of records.
- */
-class PartitionKeys {
-  private readonly profiles = new Map<string, string>();
-  private readonly items = new Map<string, string>();
-  private readonly boards = new Map<string, string>();
-  constructor(private readonly partition: number) {}
-
-  private static remembered(known: Map<string, string>, id: string, build: () => string): string {
-    let key = known.get(id);
-    if (key === undefined) {
-      if (known.size >= 200_000) known.clear();
-      key = build();
-      known.set(id, key);
-    }
-    return key;
-  }
-  profile(customerId: string): string {
-    return PartitionKeys.remembered(this.profiles, customerId, () => profileKeyOf(customerId));
-  }
-  item(productId: string): string {
-    return PartitionKeys.remembered(this.items, productId, () => itemShardKeyOf(productId, this.partition));
-  }
-  board(category: string): string {
-    return PartitionKeys.remembered(this.boards, category, () => boardShardKeyOf(category, this.partition));
-  }
-}
 
 /** A bucket as the write side uses it: read with `kv`, written with putMany (atomic batches when the server can). */
 export interface BucketWriter {
@@ -156,35 +127,32 @@ class CachedKeys<T> {
 }
 
 class PartitionProfiles implements CustomerProfileRepository {
-  constructor(
-    private readonly cache: CachedKeys<CustomerProfile>,
-    private readonly keys: PartitionKeys,
-  ) {}
+  constructor(private readonly cache: CachedKeys<CustomerProfile>) {}
   get(customerId: string): Promise<CustomerProfile | undefined> {
-    return this.cache.get(this.keys.profile(customerId));
+    return this.cache.get(profileKey(customerId));
   }
   async put(profile: CustomerProfile): Promise<void> {
-    this.cache.set(this.keys.profile(profile.customerId), profile);
+    this.cache.set(profileKey(profile.customerId), profile);
   }
 }
 
 /** Item statistics as this partition's shards: updates touch only them (single writer, see kv-state.ts). */
 class PartitionItemShards implements ItemStatsRepository {
   constructor(
-    private readonly keys: PartitionKeys,
+    private readonly partition: number,
     private readonly items: CachedKeys<ItemStats>,
     private readonly boards: CachedKeys<CategoryPopularity>,
   ) {}
   async getItems(productIds: readonly string[]): Promise<Map<string, ItemStats>> {
     const found = new Map<string, ItemStats>();
     for (const id of productIds) {
-      const stats = await this.items.get(this.keys.item(id));
+      const stats = await this.items.get(itemShardKey(id, this.partition));
       if (stats) found.set(id, stats);
     }
     return found;
   }
   async updateItem(productId: string, change: (current: ItemStats | undefined) => ItemStats): Promise<ItemStats> {
-    const key = this.keys.item(productId);
+    const key = itemShardKey(productId, this.partition);
     const next = change(await this.items.get(key));
     this.items.set(key, next);
     return next;
@@ -192,13 +160,13 @@ class PartitionItemShards implements ItemStatsRepository {
   async getCategories(categories: readonly string[]): Promise<Map<string, CategoryPopularity>> {
     const found = new Map<string, CategoryPopularity>();
     for (const category of categories) {
-      const board = await this.boards.get(this.keys.board(category));
+      const board = await this.boards.get(boardShardKey(category, this.partition));
       if (board) found.set(category, board);
     }
     return found;
   }
   async updateCategory(category: string, change: (current: CategoryPopularity | undefined) => CategoryPopularity): Promise<CategoryPopularity> {
-    const key = this.keys.board(category);
+    const key = boardShardKey(category, this.partition);
     const next = change(await this.boards.get(key));
     this.boards.set(key, next);
     return next;
@@ -231,7 +199,6 @@ export class PartitionState implements PartitionFeedTarget {
   private useCases: RecommendationsUseCases | undefined;
   private rows: ShopInteractionRows | undefined;
   private partition = -1;
-  private keys: PartitionKeys | undefined;
   private boardsFlushedAt = 0;
 
   constructor(
@@ -247,7 +214,6 @@ export class PartitionState implements PartitionFeedTarget {
   async open(partition: number): Promise<void> {
     // A fresh cache per ownership: what an earlier ownership cached may have been changed by another owner since.
     this.partition = partition;
-    this.keys = new PartitionKeys(partition);
     this.profiles = new CachedKeys(this.kv.profiles);
     // The previous owner's last profiles were written moments ago; a replica may not have them yet.
     this.profiles.leaderReadsUntil = performance.now() + LEADER_READS_MS;
@@ -259,8 +225,8 @@ export class PartitionState implements PartitionFeedTarget {
       this.boards.loadAll([`b.*${suffix}`], (key) => key.startsWith('b.') && key.endsWith(suffix)),
     ]);
     this.useCases = new RecommendationsUseCases({
-      profiles: new PartitionProfiles(this.profiles, this.keys),
-      itemStats: new PartitionItemShards(this.keys, this.items, this.boards),
+      profiles: new PartitionProfiles(this.profiles),
+      itemStats: new PartitionItemShards(partition, this.items, this.boards),
       catalogue: this.catalogue,
       clock: { now: () => Date.now() },
       policy: WRITE_POLICY,
@@ -275,7 +241,7 @@ export class PartitionState implements PartitionFeedTarget {
    * a reader saw: the replay applies the same events to the same profile.
    */
   cachedProfile(customerId: string): CustomerProfile | undefined {
-    return this.profiles?.values.get(this.keys!.profile(customerId));
+    return this.profiles?.values.get(profileKey(customerId));
   }
 
   async apply(batch: EventBatch, seq: number): Promise<void> {
@@ -317,18 +283,18 @@ export class PartitionState implements PartitionFeedTarget {
    * limited a partition taken over with a backlog. In a warm cache there is nothing to load.
    */
   private async prefetch(interactions: readonly Interaction[]): Promise<void> {
-    await this.profiles!.load(interactions.map((i) => this.keys!.profile(i.customerId)));
+    await this.profiles!.load(interactions.map((i) => profileKey(i.customerId)));
     const products = new Set<string>();
     for (const interaction of interactions) {
       if (interaction.productId !== undefined) products.add(interaction.productId);
-      const recent = this.profiles!.values.get(this.keys!.profile(interaction.customerId))?.recentItems ?? [];
+      const recent = this.profiles!.values.get(profileKey(interaction.customerId))?.recentItems ?? [];
       for (let i = Math.max(0, recent.length - WRITE_POLICY.coOccurrenceWindowItems - 1); i < recent.length; i++) products.add(recent[i]!.productId);
     }
     const categories = new Set<string>([ALL_CATEGORIES]);
     for (const product of (await this.catalogue.products([...products])).values()) categories.add(product.category);
     await Promise.all([
-      this.items!.load([...products].map((id) => this.keys!.item(id))),
-      this.boards!.load([...categories].map((category) => this.keys!.board(category))),
+      this.items!.load([...products].map((id) => itemShardKey(id, this.partition))),
+      this.boards!.load([...categories].map((category) => boardShardKey(category, this.partition))),
     ]);
   }
 

@@ -54,7 +54,6 @@ export interface RecommendationsStatus {
 export class RecommendationsService {
   readonly useCases: RecommendationsUseCases;
   readonly readModel: RecsReadModel;
-  readonly catalogue: CatalogueStore;
   readonly recommendationCache: RecommendationCache;
   readonly counters: PartitionStateCounters = { prefetchMs: 0, applied: 0, duplicates: 0, ignored: 0, invalid: 0, written: 0 };
   private readonly feeds = new Map<number, PartitionFeed>();
@@ -62,15 +61,14 @@ export class RecommendationsService {
   private leases: KvLeaseManager | undefined;
 
   private constructor(
-    private readonly nc: NatsConnection,
     private readonly js: JetStreamClient,
     private readonly jsm: JetStreamManager,
     private readonly config: RecommendationsConfig,
     private readonly kv: Awaited<ReturnType<typeof openBuckets>>,
     private readonly log: Logger,
     private readonly questdb: QuestDbTarget | undefined,
+    readonly catalogue: CatalogueStore,
   ) {
-    this.catalogue = new CatalogueStore(kv.catalogue, log);
     this.readModel = new RecsReadModel(kv, DEFAULT_POLICY, log);
     // Profiles of the partitions this hub owns come from their owner's memory (fresh once applied), others from KV.
     const profiles: CustomerProfileRepository = {
@@ -97,9 +95,8 @@ export class RecommendationsService {
     questdb?: QuestDbTarget & { rest: Pick<QuestDbRest, 'exec'> },
   ): Promise<RecommendationsService> {
     if (questdb && config.applyEvents) await ensureShopInteractionsTable(questdb.rest, log);
-    const service = new RecommendationsService(nc, js, jsm, config, await openBuckets(nc, js, jsm, config.replicas, log), log, questdb);
-    if (config.catalogueFile) log.info({ file: config.catalogueFile, products: service.catalogue.loadFile(config.catalogueFile) }, 'recommendations: catalogue file loaded');
-    await service.catalogue.start();
+    const [buckets, catalogue] = await Promise.all([openBuckets(nc, js, jsm, config.replicas, log), openCatalogue(nc, config, log)]);
+    const service = new RecommendationsService(js, jsm, config, buckets, log, questdb, catalogue);
     await service.readModel.start();
     if (config.applyEvents) {
       const checkpoints = new CheckpointStore(nc, RECS_BUCKETS.checkpoints, config.replicas);
@@ -180,17 +177,13 @@ export class RecommendationsService {
 }
 
 async function openBuckets(nc: NatsConnection, js: JetStreamClient, jsm: JetStreamManager, replicas: number, log: Logger) {
-  const [profiles, items, catalogue] = await Promise.all([
-    openRecsBucket(nc, RECS_BUCKETS.profiles, replicas),
-    openRecsBucket(nc, RECS_BUCKETS.items, replicas),
-    openRecsBucket(nc, RECS_BUCKETS.catalogue, replicas),
-  ]);
+  const [profiles, items] = await Promise.all([openRecsBucket(nc, RECS_BUCKETS.profiles, replicas), openRecsBucket(nc, RECS_BUCKETS.items, replicas)]);
   const [profilesAtomic, itemsAtomic] = await Promise.all([enableAtomicBatches(jsm, RECS_BUCKETS.profiles, log), enableAtomicBatches(jsm, RECS_BUCKETS.items, log)]);
   const writers = {
     profiles: { js, jsm, kv: profiles, bucket: RECS_BUCKETS.profiles, atomic: profilesAtomic },
     items: { js, jsm, kv: items, bucket: RECS_BUCKETS.items, atomic: itemsAtomic },
   };
-  return { profiles, items, catalogue, writers };
+  return { profiles, items, writers };
 }
 
 /**
@@ -199,7 +192,7 @@ async function openBuckets(nc: NatsConnection, js: JetStreamClient, jsm: JetStre
  */
 export async function openCatalogue(nc: NatsConnection, config: Pick<RecommendationsConfig, 'catalogueFile' | 'replicas'>, log: Logger): Promise<CatalogueStore> {
   const catalogue = new CatalogueStore(await openRecsBucket(nc, RECS_BUCKETS.catalogue, config.replicas), log);
-  if (config.catalogueFile) catalogue.loadFile(config.catalogueFile);
+  if (config.catalogueFile) log.info({ file: config.catalogueFile, products: catalogue.loadFile(config.catalogueFile) }, 'recommendations: catalogue file loaded');
   await catalogue.start();
   return catalogue;
 }

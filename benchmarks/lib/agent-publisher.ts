@@ -1,0 +1,31 @@
+/** Publishing into EVENTS the way an edge agent does, for benchmarks that feed the hub without an agent. */
+import type { JetStreamClient } from '@nats-io/jetstream';
+import { encodeBatch, eventSubject, partitionOf, type WireEvent } from '../../shared/wire.js';
+
+/**
+ * A publisher of one agent id: one msgpack batch per partition (at most `perBatch` events), deterministic message
+ * ids (agent, batch sequence, partition) and 64 publishes in flight.
+ */
+export function agentPublisher(js: JetStreamClient, options: { agentId: string; partitions: number; perBatch: number }): (events: WireEvent[]) => Promise<void> {
+  const { agentId, partitions, perBatch } = options;
+  let batchSeq = 0;
+  return async (events) => {
+    const byPartition = new Map<number, WireEvent[]>();
+    for (const event of events) {
+      const p = partitionOf(event.key, partitions);
+      let list = byPartition.get(p);
+      if (!list) byPartition.set(p, (list = []));
+      list.push(event);
+    }
+    const pending: Promise<unknown>[] = [];
+    for (const [partition, list] of byPartition) {
+      for (let i = 0; i < list.length; i += perBatch) {
+        const first = ++batchSeq;
+        const data = encodeBatch({ v: 1, agent: agentId, partition, first, last: first, events: list.slice(i, i + perBatch) });
+        pending.push(js.publish(eventSubject(agentId, partition), data, { msgID: `${agentId}:${first}:${partition}` }));
+        if (pending.length >= 64) await Promise.all(pending.splice(0));
+      }
+    }
+    await Promise.all(pending);
+  };
+}
