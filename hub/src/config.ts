@@ -65,6 +65,7 @@ export interface HubConfig {
   http: { host: string; port: number };
   dashboard: { enabled: boolean; intervalMs: number; maxClients: number; metricsIntervalMs: number; metricsTable: string };
   alerting: { pipeline: { enabled: boolean } & PipelineAlertThresholds; webhooks: WebhookConfig[] };
+  quality: { enabled: boolean; reloadIntervalMs: number; edgeRefusals: boolean; alerts: { enabled: boolean; evaluateIntervalMs: number } };
   logIntervalMs: number;
   shutdownTimeoutMs: number;
 }
@@ -475,6 +476,28 @@ export const hubConfigSchema = {
       properties: {
         host: { type: 'string', default: '127.0.0.1', description: 'Address to listen on (0.0.0.0 to expose it).' },
         port: { type: 'integer', minimum: 0, maximum: 65535, default: 8090, description: '`/healthz`, `/metrics` and `/dashboard` port; 0 disables.' },
+      },
+    },
+    quality: {
+      type: 'object',
+      additionalProperties: false,
+      default: {},
+      description:
+        'Data quality per source and minute (table data_quality): the rules declared in schemas/<type>/quality.json, run with the analytics (analytics.enabled must be true).',
+      properties: {
+        enabled: { type: 'boolean', default: true, description: 'Publish the quality rules of schemasDir into the rules bucket and keep them in step with the files.' },
+        reloadIntervalMs: { type: 'integer', minimum: 0, default: 5000, description: 'How often the quality files are read again (0: only at start).' },
+        edgeRefusals: { type: 'boolean', default: true, description: 'Write the events the edge agents refused (DLQ stream) into edge_refusals, for validity.' },
+        alerts: {
+          type: 'object',
+          additionalProperties: false,
+          default: {},
+          description: 'Thresholds of the quality files (alerts) checked against data_quality and edge_refusals; alerts go to the ALERTS stream. With several hub processes, enable them on one.',
+          properties: {
+            enabled: { type: 'boolean', default: true, description: 'Check the thresholds from this hub.' },
+            evaluateIntervalMs: { type: 'integer', minimum: 1000, default: 30000, description: 'How often the thresholds are checked.' },
+          },
+        },
       },
     },
     alerting: {

@@ -31,6 +31,10 @@ import { RegistrySchemaResolver, StaticSchemaResolver, type SchemaResolver } fro
 import { ensureStreams, streamSpecs } from './streams.js';
 import { UnmappedEvents } from './unmapped-events.js';
 import { AnalyticsService } from './analytics/analytics-service.js';
+import { PipelineAlerts } from './alerting/pipeline-alerts.js';
+import { EdgeRefusalsConsumer } from './quality/edge-refusals.js';
+import { QualityAlertChecker } from './quality/quality-alerts.js';
+import { QualityRulesPublisher } from './quality/quality-rules-publisher.js';
 import { recommendationsRoutes } from './recommendations/infrastructure/http-routes.js';
 import { openCatalogue, RecommendationsService } from './recommendations/infrastructure/recommendations-service.js';
 import { catalogueEnricher } from './recommendations/infrastructure/catalogue-enricher.js';
@@ -130,6 +134,9 @@ async function main(): Promise<number> {
   const shutdown = new AbortController();
   let worker: HubWorker | undefined;
   let analytics: AnalyticsService | undefined;
+  let qualityRules: QualityRulesPublisher | undefined;
+  let qualityAlerts: QualityAlertChecker | undefined;
+  let edgeRefusals: EdgeRefusalsConsumer | undefined;
   let recommendations: RecommendationsService | undefined;
   let stopCatalogue = (): void => undefined;
   let analyticsSink: QuestDbAnalyticsSink | undefined;
@@ -308,6 +315,12 @@ async function main(): Promise<number> {
       const { rulesDir, rulesBucket, replicas } = config.analytics;
       const report = await retrying('rule files', () => publishRuleFiles(nc, rulesDir, { bucket: rulesBucket, replicas, log }), shutdown.signal, log);
       log.info({ created: report.created.length, updated: report.updated.length, kept: report.kept.length, refused: report.refused.length }, 'rule files published');
+      if (config.quality.enabled) {
+        // Before the analytics start, so the partitions take the quality rules from their first message on.
+        const publisher = new QualityRulesPublisher(nc, { schemasDir: config.schemasDir, reloadIntervalMs: config.quality.reloadIntervalMs, bucket: rulesBucket, replicas, log });
+        await retrying('quality rules', () => publisher.start(), shutdown.signal, log);
+        qualityRules = publisher;
+      }
       analyticsSink = await retrying(
         'questdb analytics tables',
         () =>
@@ -347,6 +360,17 @@ async function main(): Promise<number> {
         log,
       );
       log.info({ workerId: config.analytics.workerId, partitions: config.analytics.partitions }, 'analytics running');
+      if (config.quality.enabled && config.quality.edgeRefusals) {
+        const consumer = new EdgeRefusalsConsumer(jetstream(nc), jsm, outputs, log);
+        await retrying('edge refusals consumer', () => consumer.start(), shutdown.signal, log);
+        edgeRefusals = consumer;
+      }
+      if (qualityRules && config.quality.alerts.enabled) {
+        const rules = qualityRules;
+        const outbox = new PipelineAlerts({ evaluate: () => [] }, alertStream, outputs, log);
+        qualityAlerts = new QualityAlertChecker({ rest, thresholds: () => rules.alertThresholds(), raise: (alerts) => outbox.raise(alerts), evaluateIntervalMs: config.quality.alerts.evaluateIntervalMs, log });
+        qualityAlerts.start();
+      }
     }
     if (config.recommendations.enabled) {
       const rowsTarget = { ...questdb, requestTimeoutMs: config.questdb.requestTimeoutMs, rest };
@@ -373,7 +397,10 @@ async function main(): Promise<number> {
       await new Promise<void>((resolve) => (shutdown.signal.aborted ? resolve() : shutdown.signal.addEventListener('abort', () => resolve(), { once: true })));
     }
     // Analytics and recommendations give their partitions up (last checkpoint each) so other workers take them over at once.
+    await qualityAlerts?.stop();
+    await qualityRules?.stop();
     await analytics?.stop();
+    await edgeRefusals?.stop();
     stopCatalogue();
     await recommendations?.stop();
     await analyticsSink?.close();

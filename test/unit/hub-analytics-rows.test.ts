@@ -371,5 +371,8 @@ test('lineage: a window result and an alert carry the version of their rule as r
   assert.deepEqual(rows.map((r) => r.symbols.find((s) => s.name === 'rule_version')?.value), ['abc123', 'def456']);
   const { rows: older } = analyticsRows([result()]);
   assert.equal(older[0]!.symbols.some((s) => s.name === 'rule_version'), false, 'none given, none written (null)');
-  assert.ok(analyticsTableSpecs().every((spec) => spec.columns.some((c) => c.name === 'rule_version' && c.sqlType === 'SYMBOL')));
+  // Every table of rule outputs; edge_refusals holds the agents' refusals, which no rule made.
+  const ruleTables = analyticsTableSpecs().filter((spec) => spec.table !== 'edge_refusals');
+  assert.deepEqual(ruleTables.map((spec) => spec.table), ['window_results', 'alerts', 'data_quality']);
+  assert.ok(ruleTables.every((spec) => spec.columns.some((c) => c.name === 'rule_version' && c.sqlType === 'SYMBOL')));
 });

@@ -38,6 +38,8 @@ function run(operator: StreamOperator, steps: Step[]): OperatorOutput[] {
 
 function brief(output: OperatorOutput): string {
   switch (output.type) {
+    case 'quality_minute':
+      return `Q ${output.source} @${output.minuteStart}`;
     case 'alert':
       return `A ${output.key} @${output.ts} ${output.severity}`;
     case 'late_event':

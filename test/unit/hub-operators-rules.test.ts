@@ -23,7 +23,7 @@ const window = {
 const threshold = { kind: 'threshold_duration', name: 't', eventType: 'device.telemetry', field: 'value', op: '>', value: 80, durationMs: 30_000 };
 
 const refused: Array<{ name: string; rule: unknown; message: RegExp }> = [
-  { name: 'an unknown kind, listing the kinds', rule: { ...window, kind: 'tumbling' }, message: /rule\.kind must be one of "window", "threshold_duration", "sequence_within", "absence", "count_in_window"/ },
+  { name: 'an unknown kind, listing the kinds', rule: { ...window, kind: 'tumbling' }, message: /rule\.kind must be one of "window", "threshold_duration", "sequence_within", "absence", "count_in_window", "data_quality"/ },
   { name: 'a missing kind', rule: { name: 'x' }, message: /rule\.kind must be one of/ },
   { name: 'a missing required field', rule: { ...threshold, durationMs: undefined }, message: /rule\.durationMs is required/ },
   { name: 'an unknown field', rule: { ...threshold, duration: 30 }, message: /rule\.duration is not an allowed field/ },

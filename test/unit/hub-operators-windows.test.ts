@@ -27,6 +27,8 @@ function run(operator: StreamOperator, steps: Step[]): OperatorOutput[] {
 /** `R key start-end rN open|final {values}`, `L event-id`, `A key @ts`. */
 function brief(output: OperatorOutput): string {
   switch (output.type) {
+    case 'quality_minute':
+      return `Q ${output.source} @${output.minuteStart}`;
     case 'window_result': {
       const replaces = output.replaces ? ` replaces ${output.replaces.map((b) => `${b.windowStart}-${b.windowEnd}`).join(',')}` : '';
       return `R ${output.key} ${output.windowStart}-${output.windowEnd} r${output.revision} ${output.final ? 'final' : 'open'} ${JSON.stringify(output.values)}${replaces}`;

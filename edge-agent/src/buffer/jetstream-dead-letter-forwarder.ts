@@ -27,6 +27,7 @@ export function toDeadLetterEntry(letter: StoredDeadLetter, maxPayloadBytes: num
     code: letter.code,
     reason: letter.reason,
     ...(letter.origin !== undefined ? { origin: letter.origin } : {}),
+    ...(letter.defaultType !== undefined ? { defaultType: letter.defaultType } : {}),
     payload: truncated ? letter.payload.subarray(0, maxPayloadBytes) : letter.payload,
     bytes: letter.payload.byteLength,
     ...(truncated ? { truncated: true as const } : {}),

@@ -3,6 +3,7 @@
  * alerts go: the ALERTS stream (message id rule:key:ts, so a resend is dropped as a duplicate, and the webhooks
  * consume it from there) and QuestDB's `alerts` table (DEDUP UPSERT KEYS ts, rule, key). An alert that could not be
  * stored is kept (at most `maxPending`, the oldest dropped past it and logged) and sent again with the next snapshot.
+ * The data-quality thresholds (quality/quality-alerts.ts) send their alerts through `raise` the same way.
  */
 import type { Logger } from '../../../shared/logger.js';
 import type { DashboardSnapshot } from '../dashboard/pipeline-observer.js';
@@ -17,7 +18,7 @@ export class PipelineAlerts {
   private sending = false;
 
   constructor(
-    private readonly evaluator: PipelineAlertEvaluator,
+    private readonly evaluator: Pick<PipelineAlertEvaluator, 'evaluate'>,
     private readonly stream: Pick<JetStreamAlertSink, 'publish'>,
     private readonly table: Pick<QuestDbAnalyticsSink, 'write' | 'flush'>,
     private readonly log: Logger,
@@ -25,7 +26,11 @@ export class PipelineAlerts {
   ) {}
 
   offer(snapshot: DashboardSnapshot): void {
-    const alerts = this.evaluator.evaluate(snapshot);
+    this.raise(this.evaluator.evaluate(snapshot));
+  }
+
+  /** Sends alerts raised elsewhere (the data-quality thresholds) the same way, with the same retries. */
+  raise(alerts: readonly Alert[]): void {
     for (const alert of alerts) this.log.warn({ rule: alert.rule, key: alert.key, severity: alert.severity }, alert.message);
     this.pending.push(...alerts);
     if (this.pending.length > this.maxPending) {

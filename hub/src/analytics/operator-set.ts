@@ -107,6 +107,7 @@ export class OperatorSet {
     }
     const outputs: OperatorOutput[] = [];
     let newestTs = -Infinity;
+    for (const { operator } of this.running.values()) operator.onBatchStart?.(batch.agent);
     for (const event of batch.events) {
       for (const { operator, hash } of this.running.values()) {
         const produced = operator.onEvent(event);

@@ -32,14 +32,14 @@ import type { Logger } from '../../../shared/logger.js';
 import { decodeBatch, EVENTS_STREAM, type EventBatch } from '../../../shared/wire.js';
 import { HubError, HubErrorCode, errorMessage } from '../errors.js';
 import { processFaults, type FaultInjector } from '../fault-injection.js';
-import type { Alert, LateEvent, OperatorOutput, Rule, WatermarkSettings, WindowResult } from '../operators/index.js';
+import type { Alert, LateEvent, OperatorOutput, QualityMinute, Rule, WatermarkSettings, WindowResult } from '../operators/index.js';
 import type { DeadLetter } from '../sinks/dead-letter-sink.js';
 import type { SnapshotStore } from './kv-snapshot-store.js';
 import { OperatorSet } from './operator-set.js';
 
 export interface AnalyticsOutputSink {
   /** Buffers the outputs of `partition`'s processor; the rows remember the partition (discard, write guard). */
-  write(outputs: Array<WindowResult | Alert>, partition: number): void;
+  write(outputs: Array<WindowResult | Alert | QualityMinute>, partition: number): void;
   /** Writes everything written so far; throws when QuestDB did not confirm it. */
   flush(): Promise<void>;
   /** Drops the rows of `partition` not yet written: its lease was lost, the next owner replays them. */
@@ -110,6 +110,8 @@ export interface PartitionStats {
   watermark: number | null;
   events: number;
   windowResults: number;
+  /** Rows of data_quality emitted (first emissions and corrections). */
+  qualityRows: number;
   alerts: number;
   lateEvents: number;
   checkpoints: number;
@@ -158,6 +160,7 @@ export class PartitionProcessor {
       watermark: null,
       events: 0,
       windowResults: 0,
+      qualityRows: 0,
       alerts: 0,
       lateEvents: 0,
       checkpoints: 0,
@@ -302,7 +305,7 @@ export class PartitionProcessor {
 
   private route(outputs: OperatorOutput[], batch: Pick<EventBatch, 'agent' | 'partition' | 'events'>, seq: number): void {
     if (this.fenced) return;
-    const results: Array<WindowResult | Alert> = [];
+    const results: Array<WindowResult | Alert | QualityMinute> = [];
     const late: LateEvent[] = [];
     for (const output of outputs) {
       if (output.type === 'late_event') {
@@ -312,7 +315,8 @@ export class PartitionProcessor {
       if (output.type === 'alert') {
         this.stats.alerts++;
         this.alerts.push(output);
-      } else this.stats.windowResults++;
+      } else if (output.type === 'window_result') this.stats.windowResults++;
+      else this.stats.qualityRows++;
       results.push(output);
     }
     if (results.length > 0) {

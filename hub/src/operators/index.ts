@@ -33,3 +33,5 @@ export { CountInWindowOperator } from './count-in-window.js';
 export type { CountInWindowRule } from './count-in-window.js';
 export { checkUniqueNames, createOperator, parseRuleFile, ruleFileSchema, ruleSchema, validateRule } from './rules.js';
 export type { Rule, RuleKind } from './rules.js';
+export { DataQualityOperator, DATA_QUALITY_KIND, QUALITY_MINUTE_MS } from './data-quality.js';
+export type { DataQualityRule, DriftCheck, QualityMinute, RangeCheck } from './data-quality.js';

@@ -66,7 +66,11 @@ export interface Alert {
   ruleVersion?: string;
 }
 
-export type OperatorOutput = WindowResult | LateEvent | Alert;
+/** Data quality of one event type, one source and one minute (data-quality.ts): a row of `data_quality`. */
+export type { QualityMinute } from './data-quality.js';
+import type { QualityMinute } from './data-quality.js';
+
+export type OperatorOutput = WindowResult | LateEvent | Alert | QualityMinute;
 
 /** Counters every operator keeps (eKuiper-style test expectations; later, metrics). Unused ones stay 0. */
 export interface OperatorCounters {
@@ -105,6 +109,8 @@ export interface StreamOperator {
   readonly rule: string;
   /** Feeds one event; returns what it causes at once (late side output, revisions of fired windows, count windows). */
   onEvent(event: WireEvent): OperatorOutput[];
+  /** Optional: the events that follow are one batch of this edge agent (for operators that measure per source). */
+  onBatchStart?(agent: string): void;
   /**
    * Advances event time: every later event is expected at or after `watermarkMs`. Returns what that completes.
    * A watermark not above the current one is ignored (watermarks never go back).

@@ -13,13 +13,14 @@ import { AbsenceOperator, type AbsenceRule } from './absence.js';
 import { aggregateFunctions, AGGREGATE_FNS } from './aggregates.js';
 import { COMPARE_OPS } from './compare.js';
 import { CountInWindowOperator, type CountInWindowRule } from './count-in-window.js';
+import { DataQualityOperator, type DataQualityRule } from './data-quality.js';
 import { OperatorError, OperatorErrorCode } from './errors.js';
 import type { StreamOperator } from './operator.js';
 import { SequenceWithinOperator, type SequenceWithinRule } from './sequence-within.js';
 import { ThresholdDurationOperator, type ThresholdDurationRule } from './threshold-duration.js';
 import { WindowOperator, type WindowRule } from './window-operator.js';
 
-export type Rule = WindowRule | ThresholdDurationRule | SequenceWithinRule | AbsenceRule | CountInWindowRule;
+export type Rule = WindowRule | ThresholdDurationRule | SequenceWithinRule | AbsenceRule | CountInWindowRule | DataQualityRule;
 export type RuleKind = Rule['kind'];
 
 const durationMs = (description: string, minimum = 1) => ({ type: 'integer', minimum, description });
@@ -204,6 +205,52 @@ export const ruleSchema = {
         threshold: { type: 'integer', minimum: 0, maximum: 100000, description: 'Alert when a key has more events than this in the window.' },
       },
     },
+    {
+      type: 'object',
+      additionalProperties: false,
+      required: ['kind', 'name', 'eventType'],
+      description: 'Data quality per source and minute (usually compiled from schemas/<type>/quality.json).',
+      properties: {
+        kind: { const: 'data_quality' },
+        ...common,
+        eventType,
+        severity,
+        expectedFields: { type: 'array', items: { type: 'string', minLength: 1 }, default: [], description: 'Dotted body paths an event should carry (completeness). @default []' },
+        ranges: {
+          type: 'array',
+          default: [],
+          description: 'Plausible ranges of numeric fields; values outside are counted. @default []',
+          items: {
+            type: 'object',
+            additionalProperties: false,
+            required: ['field'],
+            properties: { field: { type: 'string', minLength: 1 }, min: { type: 'number' }, max: { type: 'number' }, where },
+          },
+        },
+        drift: {
+          type: 'array',
+          default: [],
+          description: 'Fields whose recent mean per key must stay within maxStdDevs of its long-run mean. @default []',
+          items: {
+            type: 'object',
+            additionalProperties: false,
+            required: ['field'],
+            properties: {
+              field: { type: 'string', minLength: 1 },
+              where,
+              keyBy,
+              baselineEvents: { type: 'integer', minimum: 2, maximum: 1000000, default: 500, description: 'Events the long-run mean remembers. @default 500' },
+              recentEvents: { type: 'integer', minimum: 1, maximum: 100000, default: 10, description: 'Events the recent mean remembers. @default 10' },
+              maxStdDevs: { type: 'number', exclusiveMinimum: 0, default: 4, description: '@default 4' },
+              minEvents: { type: 'integer', minimum: 2, default: 50, description: 'No verdict before a key has this many events. @default 50' },
+            },
+          },
+        },
+        futureToleranceMs: { ...durationMs('Events stamped later than this after the agent received them count as from the future (clock skew). @default 5000', 0), default: 5000 },
+        allowedLatenessMs: { ...durationMs('How long after its end a minute can still be corrected by a late event. @default 600000', 0), default: 600_000 },
+        duplicateMemory: { type: 'integer', minimum: 0, maximum: 10000000, default: 20000, description: 'Most recent event ids (of the type, per partition) a duplicate is looked for among; about 2 MB per 20k. @default 20000' },
+      },
+    },
   ],
 } as const;
 
@@ -263,6 +310,7 @@ const operatorFactories: { [K in RuleKind]: (rule: Extract<Rule, { kind: K }>) =
   sequence_within: (rule) => new SequenceWithinOperator(rule),
   absence: (rule) => new AbsenceOperator(rule),
   count_in_window: (rule) => new CountInWindowOperator(rule),
+  data_quality: (rule) => new DataQualityOperator(rule),
 };
 
 /**
@@ -283,6 +331,12 @@ export const RESERVED_AGGREGATE_NAMES: readonly string[] = ['ts', 'rule', 'key',
 
 function semanticProblems(rule: Rule, path: string): string[] {
   const problems: string[] = [];
+  if (rule.kind === 'data_quality') {
+    rule.ranges.forEach((range, i) => {
+      if (range.min === undefined && range.max === undefined) problems.push(`${path}.ranges[${i}] needs min, max or both`);
+      if (range.min !== undefined && range.max !== undefined && range.min > range.max) problems.push(`${path}.ranges[${i}].min must be <= max (${range.max}), got ${range.min}`);
+    });
+  }
   if (rule.kind === 'window') {
     const names = new Set<string>();
     rule.aggregates.forEach((aggregate, i) => {

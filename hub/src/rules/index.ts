@@ -8,6 +8,7 @@ export {
   encodeRule,
   openRuleBucket,
   publishRuleFiles,
+  publishRules,
   readRuleFiles,
   ruleKey,
   ruleNameOf,

@@ -172,6 +172,14 @@ export interface PublishReport {
  */
 export async function publishRuleFiles(nc: NatsConnection, dir: string = DEFAULT_RULES_DIR, options: PublishOptions = {}): Promise<PublishReport> {
   const { rules, problems } = readRuleFiles(dir);
+  return publishRules(nc, rules, problems, options);
+}
+
+/**
+ * Publishes rules read from files (rule files, or the quality files beside the schemas) with the same policy: a rule
+ * edited in KV since is kept, a changed file replaces its own earlier version. `problems` are reported as refused.
+ */
+export async function publishRules(nc: NatsConnection, rules: readonly RuleFromFile[], problems: RuleFileProblem[], options: PublishOptions = {}): Promise<PublishReport> {
   const report: PublishReport = { created: [], updated: [], unchanged: [], kept: [], refused: problems };
   const log = options.log;
   for (const problem of problems) log?.error({ file: problem.file, err: problem.error }, 'rule file refused');

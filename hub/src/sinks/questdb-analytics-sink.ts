@@ -19,6 +19,13 @@
  *                   `final` = true). Queries read `WHERE NOT superseded`. A tombstone is an upsert like any row, so
  *                   replays stay idempotent and the last write of a key (in stream order) wins.
  *   alerts          ts = the alert's event time; DEDUP UPSERT KEYS(ts, rule, key); details as JSON text.
+ *   edge_refusals   one row per event an edge agent refused (from the DLQ stream): ts = when it was refused,
+ *                   DEDUP UPSERT KEYS(ts, source, letter_id); `check` says which kind of check failed. Validity per
+ *                   source and minute is events / (events + refusals), see the README.
+ *   data_quality    one row per (minute, source, event type, partition): the counts of the data-quality rules
+ *                   (operators/data-quality.ts) and the scores they give; DEDUP UPSERT KEYS(ts, source, event_type,
+ *                   stream_partition), so a late event's correction replaces the minute's row. Each partition
+ *                   counts its own events: scores over a source add the counts up (see the README's SQL).
  *
  * One row per window rather than one per aggregate: a rule with five aggregates over sparse keys (a 10 s window
  * per device reading) made five times the rows, and encoding rows is what the hub spends its time on.
@@ -41,7 +48,7 @@
  */
 import type { Logger } from '../../../shared/logger.js';
 import { HubError, HubErrorCode, errorMessage } from '../errors.js';
-import type { Alert, Json, WindowResult } from '../operators/operator.js';
+import type { Alert, Json, QualityMinute, WindowResult } from '../operators/operator.js';
 import { QuestDbRest } from './questdb-rest.js';
 import { writeRow, type Field, type IlpRowWriter, type Row } from './questdb-rows.js';
 import type { IlpSender, QuestDbSinkOptions } from './questdb-sink.js';
@@ -54,6 +61,10 @@ export interface AnalyticsTables {
   windowResults: string;
   /** @default alerts */
   alerts: string;
+  /** @default data_quality */
+  dataQuality?: string;
+  /** @default edge_refusals */
+  edgeRefusals?: string;
 }
 
 export const DEFAULT_ANALYTICS_TABLES: Readonly<AnalyticsTables> = Object.freeze({ windowResults: 'window_results', alerts: 'alerts' });
@@ -107,8 +118,49 @@ export function analyticsTableSpecs(tables: AnalyticsTables = DEFAULT_ANALYTICS_
       ],
       dedupKeys: ['ts', 'rule', 'key'],
     },
+    {
+      table: tables.dataQuality ?? DATA_QUALITY_TABLE,
+      columns: [
+        { name: 'ts', sqlType: 'TIMESTAMP' },
+        { name: 'source', sqlType: 'SYMBOL' },
+        { name: 'event_type', sqlType: 'SYMBOL' },
+        { name: STREAM_PARTITION, sqlType: 'LONG' },
+        ...QUALITY_COUNTS.map((name) => ({ name, sqlType: 'LONG' as const })),
+        ...QUALITY_SCORES.map((name) => ({ name, sqlType: 'DOUBLE' as const })),
+        { name: 'missing_by_field', sqlType: 'VARCHAR' },
+        { name: 'out_of_range_by_field', sqlType: 'VARCHAR' },
+        { name: 'revision', sqlType: 'LONG' },
+        { name: 'final', sqlType: 'BOOLEAN' },
+        { name: WRITTEN_AT, sqlType: 'TIMESTAMP' },
+        { name: RULE_VERSION, sqlType: 'SYMBOL' },
+      ],
+      dedupKeys: ['ts', 'source', 'event_type', STREAM_PARTITION],
+    },
+    {
+      table: tables.edgeRefusals ?? EDGE_REFUSALS_TABLE,
+      columns: [
+        { name: 'ts', sqlType: 'TIMESTAMP' },
+        { name: 'source', sqlType: 'SYMBOL' },
+        { name: 'letter_id', sqlType: 'LONG' },
+        { name: 'event_type', sqlType: 'SYMBOL' },
+        { name: 'check', sqlType: 'SYMBOL' },
+        { name: 'code', sqlType: 'SYMBOL' },
+        { name: 'ingest', sqlType: 'SYMBOL' },
+        { name: 'reason', sqlType: 'VARCHAR' },
+        { name: WRITTEN_AT, sqlType: 'TIMESTAMP' },
+      ],
+      dedupKeys: ['ts', 'source', 'letter_id'],
+    },
   ];
 }
+
+export const EDGE_REFUSALS_TABLE = 'edge_refusals';
+
+export const DATA_QUALITY_TABLE = 'data_quality';
+/** Counts of a data_quality row (columns, LONG). */
+const QUALITY_COUNTS = ['events', 'complete', 'late', 'future', 'duplicates', 'out_of_range', 'drift'] as const;
+/** Scores of a data_quality row (columns, DOUBLE): shares of the row's events, and the ingest lag in ms. */
+const QUALITY_SCORES = ['completeness', 'late_share', 'future_share', 'duplicate_share', 'out_of_range_share', 'lag_p50_ms', 'lag_p95_ms', 'lag_max_ms'] as const;
 
 export function createAnalyticsTableSql(spec: AnalyticsTableSpec): string {
   const columns = spec.columns.map((c) => `${quoteIdentifier(c.name)} ${c.sqlType}`).join(', ');
@@ -187,7 +239,7 @@ export interface AnalyticsRowsResult {
  * overwritten by the new row itself). Other output types are ignored.
  */
 export function analyticsRows(
-  outputs: ReadonlyArray<WindowResult | Alert>,
+  outputs: ReadonlyArray<WindowResult | Alert | QualityMinute>,
   tables: AnalyticsTables = DEFAULT_ANALYTICS_TABLES,
   partition = -1,
 ): AnalyticsRowsResult {
@@ -196,8 +248,59 @@ export function analyticsRows(
   for (const output of outputs) {
     if (output.type === 'window_result') windowRows(output, tables.windowResults, partition, rows, problems);
     else if (output.type === 'alert') alertRow(output, tables.alerts, rows, problems);
+    else if (output.type === 'quality_minute') qualityRow(output, tables.dataQuality ?? DATA_QUALITY_TABLE, partition, rows, problems);
   }
   return { rows, problems };
+}
+
+function qualityRow(minute: QualityMinute, table: string, partition: number, rows: AnalyticsRow[], problems: string[]): void {
+  const ts = micros(minute.minuteStart);
+  if (ts === undefined) {
+    problems.push(`data quality of ${minute.eventType} from ${minute.source} has a minute that is not epoch ms: ${minute.minuteStart}`);
+    return;
+  }
+  const share = (n: number) => (minute.events > 0 ? n / minute.events : 0);
+  const counts: Record<(typeof QUALITY_COUNTS)[number], number> = {
+    events: minute.events,
+    complete: minute.complete,
+    late: minute.late,
+    future: minute.future,
+    duplicates: minute.duplicates,
+    out_of_range: minute.outOfRange,
+    drift: minute.drift,
+  };
+  const scores: Record<(typeof QUALITY_SCORES)[number], number | null> = {
+    completeness: share(minute.complete),
+    late_share: share(minute.late),
+    future_share: share(minute.future),
+    duplicate_share: share(minute.duplicates),
+    out_of_range_share: share(minute.outOfRange),
+    lag_p50_ms: minute.lagP50Ms,
+    lag_p95_ms: minute.lagP95Ms,
+    lag_max_ms: minute.lagMaxMs,
+  };
+  const fields: Field[] = [];
+  for (const [name, value] of Object.entries(counts)) fields.push({ name, kind: 'long', value });
+  // An upsert replaces the whole row: a score without a value is left out (null), never an old value.
+  for (const [name, value] of Object.entries(scores)) if (value !== null && Number.isFinite(value)) fields.push({ name, kind: 'double', value });
+  fields.push(
+    { name: 'missing_by_field', kind: 'string', value: JSON.stringify(minute.missing) },
+    { name: 'out_of_range_by_field', kind: 'string', value: JSON.stringify(minute.outOfRangeByField) },
+    { name: 'revision', kind: 'long', value: minute.revision },
+    { name: 'final', kind: 'boolean', value: minute.final },
+    { name: STREAM_PARTITION, kind: 'long', value: partition },
+  );
+  rows.push({
+    table,
+    ts,
+    id: identity(table, ts, minute.source, minute.eventType, partition),
+    symbols: [
+      { name: 'source', value: minute.source },
+      { name: 'event_type', value: minute.eventType },
+      ...(minute.ruleVersion !== undefined ? [{ name: RULE_VERSION, value: minute.ruleVersion }] : []),
+    ],
+    fields,
+  });
 }
 
 function windowRows(result: WindowResult, table: string, partition: number, rows: AnalyticsRow[], problems: string[]): void {
@@ -285,7 +388,7 @@ function micros(ms: number): number | undefined {
   return Number.isSafeInteger(us) ? us : undefined;
 }
 
-function identity(...parts: Array<string | number>): string {
+export function identity(...parts: Array<string | number>): string {
   return parts.join('\u0000');
 }
 
@@ -351,13 +454,21 @@ export class QuestDbAnalyticsSink {
    * Buffers the rows of the outputs, as written by `partition`'s processor (for `discard` and the write guard).
    * Synchronous; an output that cannot become a row is logged and skipped.
    */
-  write(outputs: ReadonlyArray<WindowResult | Alert>, partition?: number): void {
+  write(outputs: ReadonlyArray<WindowResult | Alert | QualityMinute>, partition?: number): void {
     const { rows, problems } = analyticsRows(outputs, this.tables, partition);
     for (const row of rows) {
       this.pending.delete(row.id); // re-inserted at the end: the map's order stays the order of last writes
       this.pending.set(row.id, { row, partition });
     }
     for (const problem of problems) this.options.log.error({ problem }, 'analytics output not written');
+  }
+
+  /** Buffers rows made elsewhere (the edge refusals): written with the next flush, never fenced. */
+  writeRows(rows: readonly AnalyticsRow[]): void {
+    for (const row of rows) {
+      this.pending.delete(row.id);
+      this.pending.set(row.id, { row, partition: undefined });
+    }
   }
 
   /** Drops the buffered rows `partition` wrote last (its lease was lost); returns how many. */
