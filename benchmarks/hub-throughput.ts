@@ -11,7 +11,9 @@
  * --split runs the raw path and the analytics in two processes (consumer.enabled=false in the second), so each
  * gets a core; otherwise `--hubs` processes each do both.
  *
- *   npx tsx benchmarks/hub-throughput.ts [--events 400000] [--rate 20000] [--seconds 20] [--hubs 1] [--split]
+ * --no-quality leaves out the data-quality rules (schemas/<type>/quality.json), to measure what they cost.
+ *
+ *   npx tsx benchmarks/hub-throughput.ts [--events 400000] [--rate 20000] [--seconds 20] [--hubs 1] [--split] [--no-quality]
  */
 import { execFileSync } from 'node:child_process';
 import { parseArgs } from 'node:util';
@@ -35,6 +37,8 @@ const { values } = parseArgs({
     split: { type: 'boolean', default: false },
     /** Only the raw path (no rules): what JetStream -> QuestDB costs alone. */
     'raw-only': { type: 'boolean', default: false },
+    /** Without the data-quality rules of schemas/ (quality.enabled=false): what scoring quality costs. */
+    'no-quality': { type: 'boolean', default: false },
   },
 });
 const totalEvents = Number(values.events);
@@ -42,6 +46,7 @@ const liveRate = Number(values.rate);
 const liveSeconds = Number(values.seconds);
 const split = values.split;
 const rawOnly = values['raw-only'];
+const quality = !values['no-quality'];
 const hubCount = split ? 2 : rawOnly ? 1 : Number(values.hubs);
 const PARTITIONS = 8;
 const PER_BATCH = 500;
@@ -108,6 +113,7 @@ const startHubs = async (roles: Role[]): Promise<ManagedProcess[]> => {
           HUB_NATS__NAME: `bench-hub-${i}`,
           HUB_CONSUMER__ENABLED: String(role !== 'analytics'),
           HUB_ANALYTICS__ENABLED: String(role !== 'raw'),
+          HUB_QUALITY__ENABLED: String(quality),
         },
       }),
     );
@@ -217,7 +223,7 @@ if (!wasRunning) await stack.stop();
 
 const result = {
   date: new Date().toISOString(),
-  setup: `${split ? '2 hub processes (raw path | analytics)' : `${hubCount} hub process(es)`} (compiled), raw rows${rawOnly ? ' only' : ' + 3 window and 4 CEP rules (hub/rules)'} over ${PARTITIONS} partitions; 3-node JetStream R3 and QuestDB on the same machine; ${machineDescription()}`,
+  setup: `${split ? '2 hub processes (raw path | analytics)' : `${hubCount} hub process(es)`} (compiled), raw rows${rawOnly ? ' only' : ` + 3 window and 4 CEP rules (hub/rules)${quality ? ' + data quality of 3 event types (schemas/*/quality.json)' : ', data quality off'}`} over ${PARTITIONS} partitions; 3-node JetStream R3 and QuestDB on the same machine; ${machineDescription()}`,
   backlogEvents: totalEvents,
   /** Publishing the backlog (event generation included): an upper bound for what the hub could be fed. */
   publishEventsPerSecond,

@@ -132,6 +132,14 @@ function render(s) {
     const { ts, rule, key, window_end: _end, revision: _rev, stream_partition: _p, ...values } = w;
     return [cell(String(ts).replace('T', ' ').replace('Z', '')), cell(rule), cell(key), cell(JSON.stringify(values), 'reason')];
   }), 4, 'no window result in the last 10 minutes');
+  // Shares in red when they look bad: the same defaults as the ready quality files' alerts (validity 99 %).
+  const share = (v, bad) => cell(v === null ? '–' : `${(v * 100).toFixed(2)}%`, v !== null && bad(v) ? 'sev-warning' : '');
+  fillTable('quality', (s.quality ?? []).map((q) => [
+    cell(q.source), cell(q.eventType), cell(fmt(q.events)), cell(fmt(q.refused)),
+    share(q.validity, (v) => v < 0.99), share(q.completeness, (v) => v < 0.95), share(q.lateShare, (v) => v > 0.01),
+    share(q.futureShare, (v) => v > 0.01), share(q.duplicateShare, (v) => v > 0.01), share(q.outOfRangeShare, (v) => v > 0.01),
+    cell(fmt(q.worstLagP95Ms), q.worstLagP95Ms !== null && q.worstLagP95Ms > 2000 ? 'sev-warning' : ''),
+  ]), 11, 'no data-quality minute in the last 10 minutes (rows come once the watermark passes a minute)');
   fillTable('alerts', (s.alerts ?? []).map((a) => [cell(String(a.ts).replace('T', ' ').replace('Z', '')), cell(a.rule), cell(a.key), cell(a.severity, `sev-${a.severity}`), cell(a.message, 'reason')]), 5, 'no alert in the last day');
   fillTable('dead-letters', s.deadLetters.map((d) => [cell(time(d.at)), cell(d.agent), cell(d.source), cell(d.code), cell(d.reason, 'reason')]), 5, 'none since this hub started');
   const errors = Object.entries(s.errors);

@@ -35,6 +35,7 @@ import { PipelineAlerts } from './alerting/pipeline-alerts.js';
 import { EdgeRefusalsConsumer } from './quality/edge-refusals.js';
 import { QualityAlertChecker } from './quality/quality-alerts.js';
 import { QualityRulesPublisher } from './quality/quality-rules-publisher.js';
+import { isQualityRule } from './quality/quality-rules.js';
 import { recommendationsRoutes } from './recommendations/infrastructure/http-routes.js';
 import { openCatalogue, RecommendationsService } from './recommendations/infrastructure/recommendations-service.js';
 import { catalogueEnricher } from './recommendations/infrastructure/catalogue-enricher.js';
@@ -347,7 +348,7 @@ async function main(): Promise<number> {
         'analytics',
         async () => {
           // A fresh service per attempt: a half-started one (rule watch running, bucket missing) is stopped first.
-          const attempt = new AnalyticsService(nc, jetstream(nc), jsm, config.analytics, outputs, deadLetters, alertStream, log, enrich);
+          const attempt = new AnalyticsService(nc, jetstream(nc), jsm, config.analytics, outputs, deadLetters, alertStream, log, enrich, (rule) => config.quality.enabled || !isQualityRule(rule));
           try {
             await attempt.start();
             return attempt;

@@ -35,6 +35,7 @@ const qualityFile = (alerts: Record<string, number>) =>
 
 let schemasDir: string;
 let hub: ManagedProcess | undefined;
+let hubPort = 0;
 const agents: ManagedProcess[] = [];
 let goodPorts: AgentPorts;
 let badPorts: AgentPorts;
@@ -50,8 +51,9 @@ before(async () => {
   badPorts = await agentPorts();
   agents.push(await startAgent(goodSource, stack.natsUrls, goodPorts, mkdtempSync(join(tmpdir(), 'agent-'))));
   agents.push(await startAgent(badSource, stack.natsUrls, badPorts, mkdtempSync(join(tmpdir(), 'agent-'))));
+  hubPort = await freePort();
   hub = await startHub('dq', stack.natsUrls, stack.questdbHttp, {
-    HUB_HTTP__PORT: String(await freePort()),
+    HUB_HTTP__PORT: String(hubPort),
     HUB_SCHEMASDIR: schemasDir,
     HUB_ANALYTICS__RULESDIR: noRules,
     HUB_ANALYTICS__RULESBUCKET: `dq-rules-${run}`,
@@ -177,4 +179,16 @@ test('planted defects show in data_quality at their rates, the expected alerts f
   assert.equal(refused(goodSource), 0);
   assert.ok(goodRow.lag_p95 < 2000, `ingest lag p95 of the clean source: ${goodRow.lag_p95} ms`);
   assert.ok(readFileSync(join(schemasDir, 'device.telemetry', 'quality.json'), 'utf8').includes('0.03'));
+
+  // The dashboard's quality panel: both sources, the bad one below 99 % validity, the clean one at 100 %.
+  type Quality = { source: string; eventType: string; validity: number | null; completeness: number | null };
+  const panel = await waitFor(
+    async () => ((await (await fetch(`http://127.0.0.1:${hubPort}/dashboard/snapshot`)).json()) as { quality: Quality[] | null }).quality ?? [],
+    (q) => q.some((x) => x.source === badSource && x.validity !== null) && q.some((x) => x.source === goodSource),
+    30_000,
+    1000,
+  );
+  const badPanel = panel.find((x) => x.source === badSource)!;
+  assert.ok(badPanel.validity! < 0.99 && badPanel.completeness! < 0.95, JSON.stringify(badPanel));
+  assert.equal(panel.find((x) => x.source === goodSource)!.validity, 1);
 });

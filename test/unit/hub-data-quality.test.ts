@@ -12,7 +12,8 @@ import type { WireEvent } from '../../shared/wire.js';
 import { OperatorSet } from '../../hub/src/analytics/operator-set.js';
 import { createOperator, type DataQualityOperator, type OperatorOutput, type QualityMinute } from '../../hub/src/operators/index.js';
 import { refusalRows } from '../../hub/src/quality/edge-refusals.js';
-import { QualityAlertEvaluator, type SourceMinute } from '../../hub/src/quality/quality-alerts.js';
+import { QualityAlertChecker, QualityAlertEvaluator, type SourceMinute } from '../../hub/src/quality/quality-alerts.js';
+import type { Alert } from '../../hub/src/operators/index.js';
 import { compileQualityRules, parseQualityFile, readQualityRules } from '../../hub/src/quality/quality-rules.js';
 import { analyticsRows } from '../../hub/src/sinks/questdb-analytics-sink.js';
 
@@ -238,4 +239,31 @@ test('thresholds: raised when every one of the last forMinutes consecutive minut
   // A gap in the minutes breaks the run.
   const gappy = [minute(0, 50, 50), minute(1, 50, 50), minute(3, 50, 50)];
   assert.deepEqual(new QualityAlertEvaluator().evaluate('t', gappy, thresholds), []);
+});
+
+test('the checker adds refusals to closed minutes only: the refusals of minutes the watermark has not closed yet wait', async () => {
+  const iso = (ms: number) => new Date(ms).toISOString().replace('Z', '000Z');
+  const sqls: string[] = [];
+  const rest = {
+    exec: async (sql: string) => {
+      sqls.push(sql);
+      if (sql.startsWith('SELECT max(ts)')) return { dataset: [[iso(T0 + MINUTE)]] };
+      if (sql.includes('FROM data_quality')) {
+        return { dataset: [0, 1].map((i) => [iso(T0 + i * MINUTE), 'gw-1', 98, 98, 0, 0, 0, 100]) };
+      }
+      // Two refusals in each closed minute (98 %), and many in the two minutes still open.
+      return { dataset: [0, 1, 2, 3].map((i) => [iso(T0 + i * MINUTE), 'gw-1', i < 2 ? 2 : 50]) };
+    },
+  };
+  const raised: Alert[] = [];
+  const checker = new QualityAlertChecker({
+    rest,
+    thresholds: () => new Map([['device.telemetry', { forMinutes: 2, validityBelow: 0.99, completenessBelow: 0.95 }]]),
+    raise: (alerts) => raised.push(...alerts),
+    evaluateIntervalMs: 1000,
+    log: { warn: () => undefined } as never,
+  });
+  await checker.check();
+  assert.deepEqual(raised.map((a) => `${a.rule} ${a.ts - T0} ${a.details.value}`), ['quality.device.telemetry.validity 0 0.98'], 'validity of the closed minutes; completeness is fine');
+  assert.ok(sqls.every((sql) => !/dateadd\('m', -\d+, \(SELECT/.test(sql)), 'no sub-query as a function argument (QuestDB refuses it)');
 });

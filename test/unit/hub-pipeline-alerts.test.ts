@@ -20,6 +20,7 @@ const snapshot = (at: number, over: Partial<DashboardSnapshot> = {}): DashboardS
   questdb: { ok: true, latencyMs: 1 },
   windows: null,
   alerts: null,
+  quality: null,
   deadLetters: [],
   errors: {},
   ...over,

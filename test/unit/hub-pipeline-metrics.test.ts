@@ -16,6 +16,7 @@ const snapshot = (over: Partial<DashboardSnapshot> = {}): DashboardSnapshot => (
   questdb: { ok: false, latencyMs: null, error: 'down' },
   windows: null,
   alerts: null,
+  quality: null,
   deadLetters: [],
   errors: {},
   ...over,

@@ -47,6 +47,8 @@ export class AnalyticsService {
     private readonly log: Logger,
     /** See PartitionProcessorDeps.enrich. */
     private readonly enrich?: (batch: EventBatch) => unknown,
+    /** Which of the bucket's rules this worker runs (quality.enabled=false leaves out the data-quality rules). */
+    private readonly runs: (rule: Rule) => boolean = () => true,
   ) {
     this.store = new KvSnapshotStore(nc, { bucket: config.stateBucket, replicas: config.replicas });
     this.rules = new KvRuleStore(nc, { bucket: config.rulesBucket, replicas: config.replicas, log });
@@ -62,12 +64,13 @@ export class AnalyticsService {
 
   /** Loads the rules (and keeps watching them), then starts taking partitions. */
   async start(): Promise<void> {
-    await this.rules.start((rules) => {
+    await this.rules.start((all) => {
+      const rules = all.filter(this.runs);
       this.current = rules;
       for (const processor of this.processors.values()) processor.setRules(rules);
       this.log.info({ rules: rules.map((r) => r.name) }, 'analytics rules loaded');
     });
-    this.current = this.rules.current();
+    this.current = this.rules.current().filter(this.runs);
     await this.leases.start();
   }
 

@@ -11,6 +11,8 @@
  *   questdb      answered /ping or not, and how fast
  *   windows      window results per rule and 10 s of event time over the last 10 minutes, and the latest results
  *   alerts       the latest alerts (QuestDB's alerts table)
+ *   quality      per source and event type over the last 10 minutes: the data_quality scores (partitions added up)
+ *                and validity from edge_refusals
  *   deadLetters  the latest dead letters seen on the DLQ stream's subjects since this hub started (agents' and hub's)
  *
  * Every part is fetched on its own: a part that fails is null with its error in `errors`, the rest still shows.
@@ -26,6 +28,21 @@ import { errorMessage } from '../errors.js';
 import { decodeHubDeadLetter } from '../sinks/dead-letter-sink.js';
 import type { QuestDbRest } from '../sinks/questdb-rest.js';
 import { bucketDelta, quantile, type Buckets } from './histogram-window.js';
+
+/** One source and event type over the last 10 minutes of event time (shares in 0..1; null without events). */
+export interface QualityView {
+  source: string;
+  eventType: string;
+  events: number;
+  refused: number;
+  validity: number | null;
+  completeness: number | null;
+  lateShare: number | null;
+  futureShare: number | null;
+  duplicateShare: number | null;
+  outOfRangeShare: number | null;
+  worstLagP95Ms: number | null;
+}
 
 export interface EdgeView {
   agent: string;
@@ -79,6 +96,7 @@ export interface DashboardSnapshot {
   questdb: { ok: boolean; latencyMs: number | null; error?: string };
   windows: { perRule: Array<{ rule: string; points: Array<[number, number]> }>; latest: Array<Record<string, unknown>> } | null;
   alerts: Array<{ ts: string; rule: string; key: string; severity: string; message: string }> | null;
+  quality: QualityView[] | null;
   deadLetters: Array<{ at: number; agent: string; source: string; code: string; reason: string }>;
   errors: Record<string, string>;
 }
@@ -212,12 +230,13 @@ export class PipelineObserver {
     const seconds = before ? Math.max(0.001, (at - before.at) / 1000) : 0;
     const rate = (nowValue: number, previousValue: number | undefined) => (before && previousValue !== undefined ? Math.max(0, nowValue - previousValue) / seconds : 0);
 
-    const [streamInfo, consumerInfos, questdb, windows, alerts, counters, latency] = await Promise.all([
+    const [streamInfo, consumerInfos, questdb, windows, alerts, quality, counters, latency] = await Promise.all([
       part('stream', () => this.jsm.streams.info(EVENTS_STREAM)),
       part('consumers', async () => (await this.jsm.consumers.list(EVENTS_STREAM).next()) as Array<{ name: string; num_pending: number; num_ack_pending: number; num_redelivered: number; ack_floor: { stream_seq: number } }>),
       this.pingQuestDb(),
       part('windows', () => this.windowResults()),
       part('alerts', () => this.latestAlerts()),
+      part('quality', () => this.qualityBySource()),
       this.counters(['hub_events_consumed_total', 'hub_rows_written_total', 'hub_events_dead_lettered_total', 'hub_flushes_total{result="error"}']),
       this.buckets('hub_ingest_latency_seconds'),
     ]);
@@ -279,6 +298,7 @@ export class PipelineObserver {
       questdb,
       windows,
       alerts,
+      quality,
       deadLetters: [...this.recentDeadLetters],
       errors,
     };
@@ -344,6 +364,34 @@ export class PipelineObserver {
       return row;
     });
     return { perRule: [...series].map(([rule, points]) => ({ rule, points })), latest: rows };
+  }
+
+  private async qualityBySource(): Promise<QualityView[]> {
+    const result = await this.questdb.exec(
+      `SELECT source, event_type, sum(events) events, sum(complete) complete, sum(late) late, sum(future) future, sum(duplicates) duplicates, sum(out_of_range) out_of_range, max(lag_p95_ms) lag ` +
+        `FROM data_quality WHERE ts > dateadd('m', -10, now()) GROUP BY source, event_type ORDER BY source, event_type LIMIT 50`,
+    );
+    const refused = await this.questdb
+      .exec(`SELECT source, event_type, count() n FROM edge_refusals WHERE ts > dateadd('m', -10, now()) GROUP BY source, event_type`)
+      .catch(() => ({ dataset: [] as unknown[][] }));
+    const refusedBy = new Map(((refused.dataset ?? []) as Array<[string, string, number]>).map(([source, type, n]) => [`${source}|${type}`, Number(n)]));
+    return ((result.dataset ?? []) as Array<[string, string, number, number, number, number, number, number, number | null]>).map(([source, eventType, events, complete, late, future, duplicates, outOfRange, lag]) => {
+      const share = (n: number) => (events > 0 ? round(n / events, 4) : null);
+      const refusedCount = refusedBy.get(`${source}|${eventType}`) ?? 0;
+      return {
+        source,
+        eventType,
+        events: Number(events),
+        refused: refusedCount,
+        validity: events + refusedCount > 0 ? round(events / (events + refusedCount), 4) : null,
+        completeness: share(complete),
+        lateShare: share(late),
+        futureShare: share(future),
+        duplicateShare: share(duplicates),
+        outOfRangeShare: share(outOfRange),
+        worstLagP95Ms: lag === null ? null : round(Number(lag)),
+      };
+    });
   }
 
   private async latestAlerts(): Promise<NonNullable<DashboardSnapshot['alerts']>> {

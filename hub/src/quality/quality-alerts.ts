@@ -213,7 +213,6 @@ export class QualityAlertChecker {
       const minutes = await this.minutes(eventType);
       const alerts = this.evaluator.evaluate(eventType, minutes, thresholds);
       if (alerts.length > 0) {
-        for (const alert of alerts) this.options.log.warn({ rule: alert.rule, key: alert.key, severity: alert.severity }, alert.message);
         this.options.raise(alerts);
         raised.push(...alerts);
       }
@@ -227,10 +226,13 @@ export class QualityAlertChecker {
     const type = eventType.replace(/'/g, "''");
     // The newest minute of the type bounds the lookback: event time, not the wall clock (a drained backlog's
     // minutes are hours old and still judged).
+    const newest = (await this.options.rest.exec(`SELECT max(ts) FROM ${tables.dataQuality} WHERE event_type = '${type}'`)).dataset?.[0]?.[0];
+    if (typeof newest !== 'string') return [];
+    const newestMs = Date.parse(newest);
+    const from = (newestMs - lookback * QUALITY_MINUTE_MS) * 1000;
     const quality = await this.options.rest.exec(
       `SELECT ts, source, sum(events) events, sum(complete) complete, sum(duplicates) duplicates, sum(future) future, sum(out_of_range) out_of_range, max(lag_p95_ms) lag_p95 ` +
-        `FROM ${tables.dataQuality} WHERE event_type = '${type}' AND ts >= dateadd('m', -${lookback}, (SELECT max(ts) FROM ${tables.dataQuality} WHERE event_type = '${type}')) ` +
-        `GROUP BY ts, source ORDER BY ts`,
+        `FROM ${tables.dataQuality} WHERE event_type = '${type}' AND ts >= ${from} GROUP BY ts, source ORDER BY ts`,
     );
     const minutes = new Map<string, SourceMinute>();
     for (const row of quality.dataset ?? []) {
@@ -239,17 +241,18 @@ export class QualityAlertChecker {
       minutes.set(`${source}|${minute.ts}`, minute);
     }
     if (minutes.size === 0) return [];
-    const from = Math.min(...[...minutes.values()].map((m) => m.ts));
     const refusals = await this.options.rest.exec(
       `SELECT timestamp_floor('m', ts) minute, source, count() n FROM ${tables.edgeRefusals} ` +
-        `WHERE event_type = '${type}' AND ts >= ${from * 1000} GROUP BY minute, source`,
+        `WHERE event_type = '${type}' AND ts >= ${from} GROUP BY minute, source`,
     ).catch(() => ({ dataset: [] as unknown[][] }));
     for (const row of refusals.dataset ?? []) {
       const [ts, source, n] = row as [string, string, number];
       const minute = minutes.get(`${source}|${Date.parse(ts)}`);
-      // A minute with refusals only (every event of the source refused) has no row in data_quality: judged as such.
+      // A minute with refusals only (every event of the source refused) has no row in data_quality: judged as such,
+      // but only once the type's minutes got that far (rows appear when the watermark passes the minute's end; the
+      // refusals of the minutes still open are already there).
       if (minute) minute.refusals = n;
-      else minutes.set(`${source}|${Date.parse(ts)}`, { ts: Date.parse(ts), source, events: 0, complete: 0, duplicates: 0, future: 0, outOfRange: 0, lagP95Ms: null, refusals: n });
+      else if (Date.parse(ts) <= newestMs) minutes.set(`${source}|${Date.parse(ts)}`, { ts: Date.parse(ts), source, events: 0, complete: 0, duplicates: 0, future: 0, outOfRange: 0, lagP95Ms: null, refusals: n });
     }
     return [...minutes.values()];
   }

@@ -24,6 +24,11 @@ import type { RuleFileProblem, RuleFromFile } from '../rules/index.js';
 
 export const QUALITY_FILE = 'quality.json';
 
+/** The rules compiled from quality files (and any data_quality rule): left out when quality.enabled is false. */
+export function isQualityRule(rule: Rule): boolean {
+  return rule.kind === 'data_quality' || rule.name.startsWith('quality.');
+}
+
 const where = { type: 'object', additionalProperties: { type: ['string', 'number', 'boolean'] }, description: 'Only events whose fields (dotted paths) equal these.' } as const;
 const keyBy = { type: ['string', 'array'], minLength: 1, items: { type: 'string', minLength: 1 }, minItems: 1, description: '`key` (device or user id), a dotted body path, or a list. @default key' } as const;
 
