@@ -3,22 +3,31 @@
  * the hub benchmark publishes, and how long a checkpoint's snapshot (state -> msgpack -> deflate) takes. This is
  * the analytics ceiling of one hub worker thread; hub-throughput.ts measures the whole path.
  *
- *   npx tsx benchmarks/hub-operators.ts [--events 400000] [--checkpoint-every 20000]
+ * The data-quality rules of schemas/<type>/quality.json run too, unless --no-quality.
+ *
+ *   npx tsx benchmarks/hub-operators.ts [--events 400000] [--checkpoint-every 20000] [--no-quality]
  */
 import { parseArgs } from 'node:util';
 import { encodeSnapshot } from '../hub/src/analytics/kv-snapshot-store.js';
 import { OperatorSet } from '../hub/src/analytics/operator-set.js';
 import { readRuleFiles } from '../hub/src/rules/kv-rule-store.js';
+import { readQualityRules } from '../hub/src/quality/quality-rules.js';
 import type { EventBatch } from '../shared/wire.js';
 import { mixEvent } from './lib/hub-event-mix.js';
 import { machineDescription, table, writeResults } from './lib/measure.js';
 
-const { values } = parseArgs({ options: { events: { type: 'string', default: '400000' }, 'checkpoint-every': { type: 'string', default: '20000' } } });
+const { values } = parseArgs({
+  options: { events: { type: 'string', default: '400000' }, 'checkpoint-every': { type: 'string', default: '20000' }, 'no-quality': { type: 'boolean', default: false } },
+});
+const quality = !values['no-quality'];
 const totalEvents = Number(values.events);
 const checkpointEvery = Number(values['checkpoint-every']);
 const PER_BATCH = 500;
 
-const rules = readRuleFiles(new URL('../hub/rules', import.meta.url).pathname).rules.map(({ rule }) => rule);
+const rules = [
+  ...readRuleFiles(new URL('../hub/rules', import.meta.url).pathname).rules,
+  ...(quality ? readQualityRules(new URL('../schemas', import.meta.url).pathname).rules : []),
+].map(({ rule }) => rule);
 const operators = new OperatorSet(rules, { maxOutOfOrdernessMs: 5000, idleTimeoutMs: 30000, advanceWhenAllIdle: true });
 
 const start = Date.now() - 3_600_000;
@@ -53,7 +62,7 @@ for (const [seq, batch] of batches.entries()) {
 }
 const result = {
   date: new Date().toISOString(),
-  setup: `${rules.length} rules of hub/rules, ${totalEvents} events (2000 devices, 5000 users, 1 h of event time), one thread; ${machineDescription()}`,
+  setup: `${rules.length} rules of hub/rules${quality ? ' and schemas/*/quality.json' : ' (data quality off)'}, ${totalEvents} events (2000 devices, 5000 users, 1 h of event time), one thread; ${machineDescription()}`,
   applyEventsPerSecond: Math.round(totalEvents / (applyMs / 1000)),
   outputs,
   checkpoints,

@@ -149,6 +149,28 @@ test('drift: a device whose readings jump raises one alert per episode and count
   assert.ok(row!.drift >= 5 && row!.drift <= 10, `drifting events counted: ${row!.drift}`);
 });
 
+test('silence: one alert per silent key once the watermark passes its last event + afterMs, re-armed by its next event, kept across a snapshot', () => {
+  const op = operator({ silence: { afterMs: MINUTE, keyBy: 'key' } });
+  op.onBatchStart('a');
+  op.onEvent(telemetry(1, { device: 'quiet', ts: T0 }));
+  op.onEvent(telemetry(2, { device: 'busy', ts: T0 + 1000 }));
+  const alerts = (outputs: OperatorOutput[]) => outputs.filter((o) => o.type === 'alert').map((a) => `${a.rule} ${a.key} @${a.ts - T0}`);
+  assert.deepEqual(alerts(op.onWatermark(T0 + MINUTE - 1)), []);
+  op.onEvent(telemetry(3, { device: 'busy', ts: T0 + 50_000 }));
+  assert.deepEqual(alerts(op.onWatermark(T0 + MINUTE)), ['quality.device.telemetry.silent quiet @60000']);
+  assert.deepEqual(alerts(op.onWatermark(T0 + 100_000)), [], 'once per silence; busy spoke at 50 s');
+  const restored = operator({ silence: { afterMs: MINUTE, keyBy: 'key' } });
+  restored.restore(JSON.parse(JSON.stringify(op.snapshot())));
+  assert.deepEqual(alerts(restored.onWatermark(T0 + 2 * MINUTE + 50_000)), ['quality.device.telemetry.silent busy @110000'], 'the restored state goes on');
+  restored.onBatchStart('a');
+  restored.onEvent(telemetry(4, { device: 'quiet', ts: T0 + 3 * MINUTE }));
+  assert.deepEqual(alerts(restored.onWatermark(T0 + 4 * MINUTE)), ['quality.device.telemetry.silent quiet @240000'], 'its next event re-arms it');
+  // A gap the watermark jumped over shows with the next event.
+  const jumpy = operator({ silence: { afterMs: MINUTE, keyBy: 'key' } });
+  jumpy.onEvent(telemetry(5, { device: 'd', ts: T0 }));
+  assert.deepEqual(alerts(jumpy.onEvent(telemetry(6, { device: 'd', ts: T0 + 2 * MINUTE }))), ['quality.device.telemetry.silent d @60000']);
+});
+
 test('the operator set tells the quality rule which agent sent each batch', () => {
   const set = new OperatorSet([operator().definition], { maxOutOfOrdernessMs: 0, idleTimeoutMs: 60_000, advanceWhenAllIdle: false });
   set.apply({ v: 1, agent: 'gw-7', partition: 0, first: 1, last: 1, events: [telemetry(1)] }, 1, T0);
@@ -163,7 +185,8 @@ test('quality files: defaults, required fields of the latest schema, silence as 
   assert.equal(file.futureToleranceMs, 5000);
   assert.equal(file.alerts.forMinutes, 5);
   const rules = compileQualityRules('device.telemetry', file, ['device_id', 'value']);
-  assert.deepEqual(rules.map((r) => `${r.kind}:${r.name}`), ['data_quality:quality.device.telemetry', 'absence:quality.device.telemetry.silent']);
+  assert.deepEqual(rules.map((r) => `${r.kind}:${r.name}`), ['data_quality:quality.device.telemetry']);
+  assert.deepEqual((rules[0] as { silence?: unknown }).silence, { afterMs: 600000, keyBy: 'key' });
   assert.deepEqual((rules[0] as { expectedFields: string[] }).expectedFields, ['device_id', 'value', 'unit']);
 
   assert.throws(() => parseQualityFile('{"ranges":[{"field":"v","min":"cold"}]}', 'f'), /quality\.ranges\.0\.min must be number/);

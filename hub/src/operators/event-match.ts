@@ -25,10 +25,18 @@ export function eventTimeMs(event: WireEvent): number {
   return Math.floor(event.ts / 1000);
 }
 
+/** Paths split once: rules use a handful of paths for every event, and splitting each time was 11 % of the operators' time. */
+const splitPaths = new Map<string, string[]>();
+
 /** The body value at a dotted path (`context.device_type`), or undefined. */
 export function bodyField(event: WireEvent, path: string): unknown {
+  let parts = splitPaths.get(path);
+  if (!parts) {
+    parts = path.split('.');
+    if (splitPaths.size < 10_000) splitPaths.set(path, parts);
+  }
   let node: unknown = event.body;
-  for (const part of path.split('.')) {
+  for (const part of parts) {
     if (node === null || typeof node !== 'object' || Array.isArray(node)) return undefined;
     node = (node as Record<string, unknown>)[part];
   }
@@ -51,7 +59,13 @@ export function matchesFilter(event: WireEvent, filter: EventFilter): boolean {
 
 /** The event's key under `keyBy`, or undefined when a key field is missing or not a scalar. */
 export function keyOf(event: WireEvent, keyBy: KeyBy): string | undefined {
-  const paths = typeof keyBy === 'string' ? [keyBy] : keyBy;
+  if (typeof keyBy === 'string') {
+    // One field (most rules): no list to build and join.
+    const value = fieldValue(event, keyBy);
+    if (typeof value === 'string') return value;
+    return typeof value === 'number' || typeof value === 'boolean' ? String(value) : undefined;
+  }
+  const paths = keyBy;
   const parts: string[] = [];
   for (const path of paths) {
     const value = fieldValue(event, path);

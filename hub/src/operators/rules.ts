@@ -248,6 +248,13 @@ export const ruleSchema = {
         },
         futureToleranceMs: { ...durationMs('Events stamped later than this after the agent received them count as from the future (clock skew). @default 5000', 0), default: 5000 },
         allowedLatenessMs: { ...durationMs('How long after its end a minute can still be corrected by a late event. @default 600000', 0), default: 600_000 },
+        silence: {
+          type: 'object',
+          additionalProperties: false,
+          required: ['afterMs'],
+          description: 'Alert <name>.silent when a key sends nothing for afterMs of event time. @default unset',
+          properties: { afterMs: durationMs('Event time without an event of the key that counts as silence.'), keyBy },
+        },
         duplicateMemory: { type: 'integer', minimum: 0, maximum: 10000000, default: 20000, description: 'Most recent event ids (of the type, per partition) a duplicate is looked for among; about 2 MB per 20k. @default 20000' },
       },
     },

@@ -5,8 +5,8 @@
  * and compiled into ordinary hub rules, published into the rules bucket like the rule files, so every hub runs
  * them in its partitions' operator sets and a change reaches them without a restart:
  *
- *   quality.<type>          kind data_quality: the per-minute counts of `data_quality` (operators/data-quality.ts)
- *   quality.<type>.silent   kind absence: one alert when a source key (device, user) stops sending for `silence.afterMs`
+ *   quality.<type>   kind data_quality: the per-minute counts of `data_quality` (operators/data-quality.ts), and its
+ *                    alerts quality.<type>.drift and quality.<type>.silent (a key that stops sending for silence.afterMs)
  *
  * The required fields of the type's latest schema version count for completeness too, besides `expectedFields`
  * (an event missing a required field never got this far; listing them keeps the score honest if a schema relaxes).
@@ -74,7 +74,7 @@ export const QUALITY_FILE_SCHEMA = {
       type: 'object',
       additionalProperties: false,
       required: ['afterMs'],
-      properties: { afterMs: { type: 'integer', minimum: 1000 }, keyBy, severity: { enum: ['info', 'warning', 'critical'] } },
+      properties: { afterMs: { type: 'integer', minimum: 1000 }, keyBy },
     },
     alerts: {
       type: 'object',
@@ -112,7 +112,7 @@ export interface QualityFile {
   allowedLatenessMs: number;
   duplicateMemory: number;
   severity: 'info' | 'warning' | 'critical';
-  silence?: { afterMs: number; keyBy?: string | string[]; severity?: 'info' | 'warning' | 'critical' };
+  silence?: { afterMs: number; keyBy?: string | string[] };
   alerts: QualityAlertThresholds;
 }
 
@@ -165,21 +165,9 @@ export function compileQualityRules(type: string, file: QualityFile, requiredFie
       futureToleranceMs: file.futureToleranceMs,
       allowedLatenessMs: file.allowedLatenessMs,
       duplicateMemory: file.duplicateMemory,
+      ...(file.silence ? { silence: { afterMs: file.silence.afterMs, keyBy: file.silence.keyBy ?? 'key' } } : {}),
     }),
   ];
-  if (file.silence) {
-    rules.push(
-      validateRule({
-        kind: 'absence',
-        name: `quality.${type}.silent`,
-        description: `A source of ${type} that stopped sending (schemas/${type}/${QUALITY_FILE}).`,
-        eventType: type,
-        keyBy: file.silence.keyBy ?? 'key',
-        severity: file.silence.severity ?? file.severity,
-        silenceMs: file.silence.afterMs,
-      }),
-    );
-  }
   return rules;
 }
 
