@@ -27,16 +27,8 @@ export interface PlantedRates {
 
 export const CLEAN: PlantedRates = { missingUnit: 0, outOfRange: 0, duplicate: 0, future: 0, late: 0, invalid: 0 };
 
-export interface PlantedCounts {
-  /** Events the edge accepts (duplicates included). */
-  accepted: number;
-  missingUnit: number;
-  outOfRange: number;
-  duplicate: number;
-  future: number;
-  late: number;
-  invalid: number;
-}
+/** How many of each defect were planted, and how many events the edge accepts (duplicates included). */
+export type PlantedCounts = { accepted: number } & Record<keyof PlantedRates, number>;
 
 type Defect = Exclude<keyof PlantedCounts, 'accepted' | 'invalid'>;
 const ORDER: Defect[] = ['missingUnit', 'outOfRange', 'duplicate', 'future', 'late'];

@@ -80,11 +80,8 @@ export interface DataQualityRule {
   silence?: { afterMs: number; keyBy: KeyBy };
 }
 
-/** One (source, minute) of one event type, as the operator emits it (a row of `data_quality`). */
-export interface QualityMinute {
-  type: 'quality_minute';
-  rule: string;
-  eventType: string;
+/** What is counted per source and minute. */
+interface QualityCounts {
   source: string;
   minuteStart: number;
   events: number;
@@ -97,30 +94,25 @@ export interface QualityMinute {
   /** Per expected field, events without it; per range field, values out of range. Fields with 0 are left out. */
   missing: Record<string, number>;
   outOfRangeByField: Record<string, number>;
+  /** -1 before the first emission. */
+  revision: number;
+}
+
+/** One (source, minute) of one event type, as the operator emits it (a row of `data_quality`). */
+export interface QualityMinute extends QualityCounts {
+  type: 'quality_minute';
+  rule: string;
+  eventType: string;
   /** Ingest lag (agent received - event time), ms; null without events. */
   lagP50Ms: number | null;
   lagP95Ms: number | null;
   lagMaxMs: number | null;
-  revision: number;
   final: boolean;
   ruleVersion?: string;
 }
 
-interface MinuteState {
-  source: string;
-  minuteStart: number;
-  events: number;
-  complete: number;
-  late: number;
-  future: number;
-  duplicates: number;
-  outOfRange: number;
-  drift: number;
-  missing: Record<string, number>;
-  outOfRangeByField: Record<string, number>;
+interface MinuteState extends QualityCounts {
   lag: DDSketch;
-  /** -1 before the first emission. */
-  revision: number;
   /** Changed since its last emission. */
   dirty: boolean;
 }

@@ -104,6 +104,30 @@ const filterStep = {
   },
 } as const;
 
+/** A range check of a data_quality rule (also the items of `ranges` in schemas/<type>/quality.json). */
+export const rangeCheckSchema = {
+  type: 'object',
+  additionalProperties: false,
+  required: ['field'],
+  properties: { field: { type: 'string', minLength: 1 }, min: { type: 'number' }, max: { type: 'number' }, where },
+} as const;
+
+/** A drift check of a data_quality rule (also the items of `drift` in schemas/<type>/quality.json). */
+export const driftCheckSchema = {
+  type: 'object',
+  additionalProperties: false,
+  required: ['field'],
+  properties: {
+    field: { type: 'string', minLength: 1 },
+    where,
+    keyBy,
+    baselineEvents: { type: 'integer', minimum: 2, maximum: 1000000, default: 500, description: 'Events the long-run mean remembers. @default 500' },
+    recentEvents: { type: 'integer', minimum: 1, maximum: 100000, default: 10, description: 'Events the recent mean remembers. @default 10' },
+    maxStdDevs: { type: 'number', exclusiveMinimum: 0, default: 4, description: '@default 4' },
+    minEvents: { type: 'integer', minimum: 2, default: 50, description: 'No verdict before a key has this many events. @default 50' },
+  },
+} as const;
+
 /** JSON Schema of one rule. */
 export const ruleSchema = {
   type: 'object',
@@ -216,36 +240,8 @@ export const ruleSchema = {
         eventType,
         severity,
         expectedFields: { type: 'array', items: { type: 'string', minLength: 1 }, default: [], description: 'Dotted body paths an event should carry (completeness). @default []' },
-        ranges: {
-          type: 'array',
-          default: [],
-          description: 'Plausible ranges of numeric fields; values outside are counted. @default []',
-          items: {
-            type: 'object',
-            additionalProperties: false,
-            required: ['field'],
-            properties: { field: { type: 'string', minLength: 1 }, min: { type: 'number' }, max: { type: 'number' }, where },
-          },
-        },
-        drift: {
-          type: 'array',
-          default: [],
-          description: 'Fields whose recent mean per key must stay within maxStdDevs of its long-run mean. @default []',
-          items: {
-            type: 'object',
-            additionalProperties: false,
-            required: ['field'],
-            properties: {
-              field: { type: 'string', minLength: 1 },
-              where,
-              keyBy,
-              baselineEvents: { type: 'integer', minimum: 2, maximum: 1000000, default: 500, description: 'Events the long-run mean remembers. @default 500' },
-              recentEvents: { type: 'integer', minimum: 1, maximum: 100000, default: 10, description: 'Events the recent mean remembers. @default 10' },
-              maxStdDevs: { type: 'number', exclusiveMinimum: 0, default: 4, description: '@default 4' },
-              minEvents: { type: 'integer', minimum: 2, default: 50, description: 'No verdict before a key has this many events. @default 50' },
-            },
-          },
-        },
+        ranges: { type: 'array', default: [], description: 'Plausible ranges of numeric fields; values outside are counted. @default []', items: rangeCheckSchema },
+        drift: { type: 'array', default: [], description: 'Fields whose recent mean per key must stay within maxStdDevs of its long-run mean. @default []', items: driftCheckSchema },
         futureToleranceMs: { ...durationMs('Events stamped later than this after the agent received them count as from the future (clock skew). @default 5000', 0), default: 5000 },
         allowedLatenessMs: { ...durationMs('How long after its end a minute can still be corrected by a late event. @default 600000', 0), default: 600_000 },
         silence: {

@@ -19,7 +19,7 @@ import { Ajv } from 'ajv';
 import { formatAjvErrors } from '../../../shared/config.js';
 import { isEventTypeName, loadSchemaCatalog } from '../../../shared/schema-catalog.js';
 import { errorMessage } from '../errors.js';
-import { validateRule, type Rule } from '../operators/rules.js';
+import { driftCheckSchema, rangeCheckSchema, validateRule, type Rule } from '../operators/rules.js';
 import type { RuleFileProblem, RuleFromFile } from '../rules/index.js';
 
 export const QUALITY_FILE = 'quality.json';
@@ -29,7 +29,6 @@ export function isQualityRule(rule: Rule): boolean {
   return rule.kind === 'data_quality' || rule.name.startsWith('quality.');
 }
 
-const where = { type: 'object', additionalProperties: { type: ['string', 'number', 'boolean'] }, description: 'Only events whose fields (dotted paths) equal these.' } as const;
 const keyBy = { type: ['string', 'array'], minLength: 1, items: { type: 'string', minLength: 1 }, minItems: 1, description: '`key` (device or user id), a dotted body path, or a list. @default key' } as const;
 
 export const QUALITY_FILE_SCHEMA = {
@@ -38,34 +37,8 @@ export const QUALITY_FILE_SCHEMA = {
   properties: {
     $comment: { type: 'string' },
     expectedFields: { type: 'array', items: { type: 'string', minLength: 1 }, default: [], description: 'Optional fields (dotted body paths) an event is expected to carry; completeness counts them with the required ones.' },
-    ranges: {
-      type: 'array',
-      default: [],
-      items: {
-        type: 'object',
-        additionalProperties: false,
-        required: ['field'],
-        properties: { field: { type: 'string', minLength: 1 }, min: { type: 'number' }, max: { type: 'number' }, where },
-      },
-    },
-    drift: {
-      type: 'array',
-      default: [],
-      items: {
-        type: 'object',
-        additionalProperties: false,
-        required: ['field'],
-        properties: {
-          field: { type: 'string', minLength: 1 },
-          where,
-          keyBy,
-          baselineEvents: { type: 'integer', minimum: 2 },
-          recentEvents: { type: 'integer', minimum: 1 },
-          maxStdDevs: { type: 'number', exclusiveMinimum: 0 },
-          minEvents: { type: 'integer', minimum: 2 },
-        },
-      },
-    },
+    ranges: { type: 'array', default: [], items: rangeCheckSchema },
+    drift: { type: 'array', default: [], items: driftCheckSchema },
     futureToleranceMs: { type: 'integer', minimum: 0, default: 5000, description: 'Event time this far past the agent\'s receive time counts as from the future (clock skew).' },
     allowedLatenessMs: { type: 'integer', minimum: 0, default: 600000, description: 'How long a minute can be corrected by late events.' },
     duplicateMemory: { type: 'integer', minimum: 0, maximum: 10000000, default: 20000, description: 'Recent event ids (of the type, per partition) a duplicate is looked for among; about 2 MB per 20k.' },
