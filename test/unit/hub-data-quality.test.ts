@@ -149,7 +149,7 @@ test('drift: a device whose readings jump raises one alert per episode and count
   assert.ok(row!.drift >= 5 && row!.drift <= 10, `drifting events counted: ${row!.drift}`);
 });
 
-test('silence: one alert per silent key once the watermark passes its last event + afterMs, re-armed by its next event, kept across a snapshot', () => {
+test('silence: one alert per silent key once the watermark passes its last event + afterMs (looked for every afterMs / 10), re-armed by its next event, kept across a snapshot', () => {
   const op = operator({ silence: { afterMs: MINUTE, keyBy: 'key' } });
   op.onBatchStart('a');
   op.onEvent(telemetry(1, { device: 'quiet', ts: T0 }));
@@ -157,7 +157,8 @@ test('silence: one alert per silent key once the watermark passes its last event
   const alerts = (outputs: OperatorOutput[]) => outputs.filter((o) => o.type === 'alert').map((a) => `${a.rule} ${a.key} @${a.ts - T0}`);
   assert.deepEqual(alerts(op.onWatermark(T0 + MINUTE - 1)), []);
   op.onEvent(telemetry(3, { device: 'busy', ts: T0 + 50_000 }));
-  assert.deepEqual(alerts(op.onWatermark(T0 + MINUTE)), ['quality.device.telemetry.silent quiet @60000']);
+  assert.deepEqual(alerts(op.onWatermark(T0 + MINUTE + 1000)), [], 'looked for every tenth of the silence of event time');
+  assert.deepEqual(alerts(op.onWatermark(T0 + MINUTE + 6000)), ['quality.device.telemetry.silent quiet @60000'], 'with the exact time');
   assert.deepEqual(alerts(op.onWatermark(T0 + 100_000)), [], 'once per silence; busy spoke at 50 s');
   const restored = operator({ silence: { afterMs: MINUTE, keyBy: 'key' } });
   restored.restore(JSON.parse(JSON.stringify(op.snapshot())));

@@ -24,14 +24,14 @@
  *
  * Drift raises one alert per episode and key (`<rule>.drift`); it re-arms when the recent mean is back in range.
  * Silence (`<rule>.silent`): a key without an event for `silence.afterMs` of event time, one alert per silence, known
- * once the watermark passes its last event + afterMs (or when its next event shows the gap). Keys are kept in the
- * order their events arrived, so a watermark looks only at the oldest ones: no scan of every device per advance,
- * which is what the CEP absence operator costs (it holds every event until the watermark passes it).
+ * once the watermark passes its last event + afterMs (looked for every tenth of afterMs of event time), or when its
+ * next event shows the gap. It costs a map update per event, where the CEP absence operator holds every event until
+ * the watermark passes it.
  */
 import type { WireEvent } from '../../../shared/wire.js';
 import { formatDuration } from './cep-operator.js';
 import { DDSketch, type DDSketchState } from './ddsketch.js';
-import { eventTimeMs, keyOf, matchesFilter, type KeyBy, type Scalar } from './event-match.js';
+import { eventTimeMs, keyOf, matchesFilter, type EventFilter, type KeyBy, type Scalar } from './event-match.js';
 import { checkSnapshot, emptyCounters, type Alert, type Json, type OperatorCounters, type OperatorOutput, type OperatorSnapshot, type Severity, type StreamOperator } from './operator.js';
 
 export const DATA_QUALITY_KIND = 'data_quality';
@@ -158,8 +158,10 @@ class RecentIds {
 export class DataQualityOperator implements StreamOperator {
   private readonly minutes = new Map<string, MinuteState>();
   private readonly driftByKey: Array<Map<string, DriftState>>;
-  /** Last event time per key not (yet) silent, in the order of their latest arrival. */
+  /** Last event time per key not (yet) silent. */
   private readonly lastSeen = new Map<string, number>();
+  /** Watermark of the last look for silent keys. */
+  private lastSilenceScan = -Infinity;
   /** Keys alerted as silent, with their last event time, until their next event. */
   private readonly silent = new Map<string, number>();
   private readonly recentIds: RecentIds;
@@ -172,11 +174,16 @@ export class DataQualityOperator implements StreamOperator {
   private readonly recentAlpha: number[];
   private readonly expected: Array<{ field: string; read: (event: WireEvent) => unknown }>;
   private readonly rangeReaders: Array<(event: WireEvent) => unknown>;
+  /** The `where` of each range and drift check as a filter, built once. */
+  private readonly rangeFilters: Array<EventFilter | undefined>;
+  private readonly driftFilters: Array<EventFilter | undefined>;
   private readonly driftReaders: Array<(event: WireEvent) => unknown>;
 
   constructor(readonly definition: DataQualityRule) {
     this.expected = definition.expectedFields.map((field) => ({ field, read: pathReader(field) }));
     this.rangeReaders = definition.ranges.map((range) => pathReader(range.field));
+    this.rangeFilters = definition.ranges.map((range) => (range.where ? { eventType: definition.eventType, where: range.where } : undefined));
+    this.driftFilters = definition.drift.map((check) => (check.where ? { eventType: definition.eventType, where: check.where } : undefined));
     this.driftReaders = definition.drift.map((check) => pathReader(check.field));
     this.driftByKey = definition.drift.map(() => new Map());
     this.baselineAlpha = definition.drift.map((d) => 2 / (d.baselineEvents + 1));
@@ -231,7 +238,8 @@ export class DataQualityOperator implements StreamOperator {
     let outOfRange = false;
     for (let i = 0; i < this.definition.ranges.length; i++) {
       const range = this.definition.ranges[i]!;
-      if (range.where && !matchesFilter(event, { eventType: event.type, where: range.where })) continue;
+      const filter = this.rangeFilters[i];
+      if (filter && !matchesFilter(event, filter)) continue;
       const value = this.rangeReaders[i]!(event);
       if (typeof value !== 'number') continue;
       if ((range.min !== undefined && value < range.min) || (range.max !== undefined && value > range.max)) {
@@ -247,19 +255,22 @@ export class DataQualityOperator implements StreamOperator {
       const key = keyOf(event, silence.keyBy);
       if (key !== undefined) {
         const before = this.lastSeen.get(key);
-        if (before !== undefined) {
-          this.lastSeen.delete(key);
+        if (before === undefined) {
+          const alerted = this.silent.get(key);
+          if (alerted !== undefined) this.silent.delete(key);
+          this.lastSeen.set(key, Math.max(alerted ?? tsMs, tsMs));
+        } else if (tsMs > before) {
           // The gap before this event may be a silence the watermark jumped over.
           if (tsMs - before >= silence.afterMs) (outputs ??= []).push(this.silenceAlert(key, before, silence.afterMs));
+          this.lastSeen.set(key, tsMs);
         }
-        this.silent.delete(key);
-        this.lastSeen.set(key, Math.max(before ?? tsMs, tsMs));
       }
     }
     let drifting = false;
     for (let i = 0; i < this.definition.drift.length; i++) {
       const check = this.definition.drift[i]!;
-      if (check.where && !matchesFilter(event, { eventType: event.type, where: check.where })) continue;
+      const filter = this.driftFilters[i];
+      if (filter && !matchesFilter(event, filter)) continue;
       const value = this.driftReaders[i]!(event);
       if (typeof value !== 'number' || !Number.isFinite(value)) continue;
       const key = keyOf(event, check.keyBy);
@@ -280,9 +291,12 @@ export class DataQualityOperator implements StreamOperator {
     this.watermark = watermarkMs;
     const outputs: OperatorOutput[] = [];
     const silence = this.definition.silence;
-    if (silence) {
+    // Silent keys are looked for every tenth of the silence (at least every second) of event time, not at every
+    // advance: a scan of every key per batch cost more than the rest of the rule. The alert's time is exact.
+    if (silence && watermarkMs - this.lastSilenceScan >= Math.max(1000, silence.afterMs / 10)) {
+      this.lastSilenceScan = watermarkMs;
       for (const [key, lastTs] of this.lastSeen) {
-        if (lastTs + silence.afterMs > watermarkMs) break;
+        if (lastTs + silence.afterMs > watermarkMs) continue;
         this.lastSeen.delete(key);
         this.silent.set(key, lastTs);
         outputs.push(this.silenceAlert(key, lastTs, silence.afterMs));
@@ -322,13 +336,13 @@ export class DataQualityOperator implements StreamOperator {
       rule: this.rule,
       watermark: this.watermark,
       counters: { ...this.stats },
-      state: { minutes, drift, lastSeen, silent } as unknown as Json,
+      state: { minutes, drift, lastSeen, silent, lastSilenceScan: Number.isFinite(this.lastSilenceScan) ? this.lastSilenceScan : null } as unknown as Json,
     };
   }
 
   restore(snapshot: OperatorSnapshot): void {
     checkSnapshot(snapshot, DATA_QUALITY_KIND, this.rule);
-    const state = snapshot.state as unknown as { minutes: MinuteJson[]; drift: Array<Array<[string, DriftState]>>; lastSeen?: Array<[string, number]>; silent?: Array<[string, number]> };
+    const state = snapshot.state as unknown as { minutes: MinuteJson[]; drift: Array<Array<[string, DriftState]>>; lastSeen?: Array<[string, number]>; silent?: Array<[string, number]>; lastSilenceScan?: number | null };
     this.watermark = snapshot.watermark;
     this.stats = { ...snapshot.counters };
     this.minutes.clear();
@@ -338,6 +352,7 @@ export class DataQualityOperator implements StreamOperator {
     for (const [key, ts] of state.lastSeen ?? []) this.lastSeen.set(key, ts);
     this.silent.clear();
     for (const [key, ts] of state.silent ?? []) this.silent.set(key, ts);
+    this.lastSilenceScan = state.lastSilenceScan ?? -Infinity;
     this.driftByKey.forEach((keys, i) => {
       keys.clear();
       for (const [key, value] of state.drift[i] ?? []) keys.set(key, { ...value });
