@@ -59,11 +59,13 @@ export async function storeTimesObserver(
     deliver_policy: DeliverPolicy.All,
     inactive_threshold: 300_000_000_000,
   });
+  // Kept across calls: each call reads (and acks) what was stored since the one before, and answers for everything
+  // stored so far. The consumer then holds nothing back; the server deletes it after its inactive threshold.
+  const times: number[] = [];
+  const inStreamOrder: Array<{ seq: number; batch: EventBatch }> = [];
   /** The largest gap between consecutive store times, when it began, and how many messages were stored. */
   return async () => {
     const consumer = await jetstream(nc).consumers.get('EVENTS', name);
-    const times: number[] = [];
-    const inStreamOrder: Array<{ seq: number; batch: EventBatch }> = [];
     for (;;) {
       const batch = await consumer.fetch({ max_messages: 1000, expires: 2000 });
       let last: { ack(): void } | undefined;
@@ -75,17 +77,16 @@ export async function storeTimesObserver(
       if (!last) break;
       last.ack();
     }
-    await jsm.consumers.delete('EVENTS', name);
-    times.sort((a, b) => a - b);
+    const sorted = [...times].sort((a, b) => a - b);
     let gapMs = 0;
     let at = 0;
-    for (let i = 1; i < times.length; i++) {
-      if (times[i]! - times[i - 1]! > gapMs) {
-        gapMs = times[i]! - times[i - 1]!;
-        at = times[i - 1]!;
+    for (let i = 1; i < sorted.length; i++) {
+      if (sorted[i]! - sorted[i - 1]! > gapMs) {
+        gapMs = sorted[i]! - sorted[i - 1]!;
+        at = sorted[i - 1]!;
       }
     }
-    return { gapMs, at, messages: times.length, inStreamOrder };
+    return { gapMs, at, messages: sorted.length, inStreamOrder: [...inStreamOrder] };
   };
 }
 
