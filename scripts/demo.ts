@@ -156,7 +156,7 @@ if (windows.length > 0) say(`   window results: ${windows.map(([rule, n]) => `${
 if (alerts.length > 0) say(`   alerts: ${alerts.map(([rule, n]) => `${rule} ${fmt(Number(n))}`).join(', ')}`);
 // Data quality of this run's agent: rows come once the watermark passes a minute (a run shorter than that has none yet).
 const quality = await sql<[string, number, number, number, number]>(
-  `select event_type, sum(events), sum(complete) / sum(events), sum(duplicates) / sum(events), max(lag_p95_ms) from data_quality where source = '${agentId}' and written_at >= ${started * 1000} group by event_type order by event_type`,
+  `select event_type, sum(events), sum(complete)::double / sum(events), sum(duplicates)::double / sum(events), max(lag_p95_ms) from data_quality where source = '${agentId}' and written_at >= ${started * 1000} group by event_type order by event_type`,
 ).catch(() => []);
 const pct = (v: number) => `${(Number(v) * 100).toFixed(1)}%`;
 if (quality.length > 0) say(`   data quality: ${quality.map(([type, n, complete, dups, lag]) => `${type} ${fmt(Number(n))} events, ${pct(complete)} complete, ${pct(dups)} duplicates, lag p95 ${fmt(Number(lag))} ms`).join('; ')}`);
@@ -168,6 +168,6 @@ say(`   e.g.          select device_id, metric, value, ts from device_telemetry 
 say(`                 select ts, event_type, count() from app_events sample by 10s;`);
 say(`                 select approx_percentile(datediff('T', ts, hub_ts), 0.95) p95_ms from device_telemetry where ts > dateadd('m', -5, now());`);
 say(`                 select ts, rule, key, severity, message from alerts order by ts desc limit 20;`);
-say(`                 select ts, source, event_type, sum(events), sum(complete) / sum(events) completeness from data_quality group by ts, source, event_type order by ts desc limit 20;`);
+say(`                 select ts, source, event_type, sum(events), sum(complete)::double / sum(events) completeness from data_quality group by ts, source, event_type order by ts desc limit 20;`);
 say('Stop the stack:  npm run stack -- down');
 await shutdown(0);

@@ -485,7 +485,7 @@ export const hubConfigSchema = {
       description:
         'Data quality per source and minute (table data_quality): the rules declared in schemas/<type>/quality.json, run with the analytics (analytics.enabled must be true).',
       properties: {
-        enabled: { type: 'boolean', default: true, description: 'Publish the quality rules of schemasDir into the rules bucket, keep them in step with the files, and run them (false: this hub runs no quality.* rule).' },
+        enabled: { type: 'boolean', default: true, description: 'Publish the quality rules of schemasDir into the rules bucket, keep them in step with the files, and run them (false: this hub runs no quality.* rule). Keep it the same on every hub that runs rules: a partition taken by a hub without them drops their state.' },
         reloadIntervalMs: { type: 'integer', minimum: 0, default: 5000, description: 'How often the quality files are read again (0: only at start).' },
         edgeRefusals: { type: 'boolean', default: true, description: 'Write the events the edge agents refused (DLQ stream) into edge_refusals, for validity.' },
         alerts: {

@@ -137,6 +137,7 @@ async function main(): Promise<number> {
   let analytics: AnalyticsService | undefined;
   let qualityRules: QualityRulesPublisher | undefined;
   let qualityAlerts: QualityAlertChecker | undefined;
+  let qualityAlertOutbox: PipelineAlerts | undefined;
   let edgeRefusals: EdgeRefusalsConsumer | undefined;
   let recommendations: RecommendationsService | undefined;
   let stopCatalogue = (): void => undefined;
@@ -369,6 +370,7 @@ async function main(): Promise<number> {
       if (qualityRules && config.quality.alerts.enabled) {
         const rules = qualityRules;
         const outbox = new PipelineAlerts({ evaluate: () => [] }, alertStream, outputs, log);
+        qualityAlertOutbox = outbox;
         qualityAlerts = new QualityAlertChecker({ rest, thresholds: () => rules.alertThresholds(), raise: (alerts) => outbox.raise(alerts), evaluateIntervalMs: config.quality.alerts.evaluateIntervalMs, log });
         qualityAlerts.start();
       }
@@ -399,6 +401,7 @@ async function main(): Promise<number> {
     }
     // Analytics and recommendations give their partitions up (last checkpoint each) so other workers take them over at once.
     await qualityAlerts?.stop();
+    await qualityAlertOutbox?.drain();
     await qualityRules?.stop();
     await analytics?.stop();
     await edgeRefusals?.stop();

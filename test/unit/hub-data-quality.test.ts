@@ -166,6 +166,11 @@ test('silence: one alert per silent key once the watermark passes its last event
   restored.onBatchStart('a');
   restored.onEvent(telemetry(4, { device: 'quiet', ts: T0 + 3 * MINUTE }));
   assert.deepEqual(alerts(restored.onWatermark(T0 + 4 * MINUTE)), ['quality.device.telemetry.silent quiet @240000'], 'its next event re-arms it');
+  // A key silent for a day is forgotten (the state of a changing fleet stays bounded): it comes back as a new key.
+  const snapshotKeys = (o: DataQualityOperator) => (o.snapshot().state as { silent: unknown[] }).silent.length;
+  assert.equal(snapshotKeys(restored), 2, 'busy and quiet are marked silent');
+  restored.onWatermark(T0 + 4 * MINUTE + 25 * 3_600_000);
+  assert.equal(snapshotKeys(restored), 0, 'forgotten after a day of event time');
   // A gap the watermark jumped over shows with the next event.
   const jumpy = operator({ silence: { afterMs: MINUTE, keyBy: 'key' } });
   jumpy.onEvent(telemetry(5, { device: 'd', ts: T0 }));
@@ -259,6 +264,12 @@ test('thresholds: raised when every one of the last forMinutes consecutive minut
   const [resolved] = evaluator.evaluate('device.telemetry', minutes, thresholds);
   assert.equal(resolved!.details.state, 'resolved');
   assert.equal(resolved!.severity, 'info');
+  assert.equal(resolved!.ts, T0 + 5 * MINUTE, 'resolved at the first fine minute');
+  // Another checker (another hub) that looks one minute later resolves it with the same time, so the same message id.
+  const late = new QualityAlertEvaluator();
+  late.evaluate('device.telemetry', minutes.slice(0, 5), thresholds);
+  const [sameResolution] = late.evaluate('device.telemetry', [...minutes, minute(6, 100, 0)], thresholds);
+  assert.equal(sameResolution!.ts, resolved!.ts);
 
   // A gap in the minutes breaks the run.
   const gappy = [minute(0, 50, 50), minute(1, 50, 50), minute(3, 50, 50)];

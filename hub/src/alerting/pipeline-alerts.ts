@@ -16,6 +16,7 @@ import { PipelineAlertEvaluator } from './pipeline-alert-rules.js';
 export class PipelineAlerts {
   private pending: Alert[] = [];
   private sending = false;
+  private inFlight: Promise<void> = Promise.resolve();
 
   constructor(
     private readonly evaluator: Pick<PipelineAlertEvaluator, 'evaluate'>,
@@ -37,7 +38,12 @@ export class PipelineAlerts {
       const dropped = this.pending.splice(0, this.pending.length - this.maxPending);
       this.log.error({ dropped: dropped.length }, 'pipeline alerts dropped: neither the ALERTS stream nor QuestDB took them for too long');
     }
-    if (!this.sending && this.pending.length > 0) void this.send();
+    if (!this.sending && this.pending.length > 0) this.inFlight = this.send();
+  }
+
+  /** Waits for the alerts being sent now (before the QuestDB sink is closed at shutdown). */
+  async drain(): Promise<void> {
+    await this.inFlight;
   }
 
   private async send(): Promise<void> {

@@ -11,8 +11,8 @@
  *   questdb      answered /ping or not, and how fast
  *   windows      window results per rule and 10 s of event time over the last 10 minutes, and the latest results
  *   alerts       the latest alerts (QuestDB's alerts table)
- *   quality      per source and event type over the last 10 minutes: the data_quality scores (partitions added up)
- *                and validity from edge_refusals
+ *   quality      per source and event type, minutes of the last 10 minutes of wall-clock time: the data_quality
+ *                scores (partitions added up) and validity from edge_refusals
  *   deadLetters  the latest dead letters seen on the DLQ stream's subjects since this hub started (agents' and hub's)
  *
  * Every part is fetched on its own: a part that fails is null with its error in `errors`, the rest still shows.
@@ -29,7 +29,7 @@ import { decodeHubDeadLetter } from '../sinks/dead-letter-sink.js';
 import type { QuestDbRest } from '../sinks/questdb-rest.js';
 import { bucketDelta, quantile, type Buckets } from './histogram-window.js';
 
-/** One source and event type over the last 10 minutes of event time (shares in 0..1; null without events). */
+/** One source and event type over the minutes of the last 10 minutes (wall clock; shares in 0..1; null without events). */
 export interface QualityView {
   source: string;
   eventType: string;

@@ -37,6 +37,12 @@ import { checkSnapshot, emptyCounters, type Alert, type Json, type OperatorCount
 export const DATA_QUALITY_KIND = 'data_quality';
 /** Returned for most events: callers only read it (the operator set checks its length). */
 const NOTHING: OperatorOutput[] = [];
+/**
+ * Keys (devices) that sent nothing for this long of event time are forgotten: their drift baseline, and their silent
+ * mark (its alert was raised). Without it a fleet whose device ids change would grow the state, and every checkpoint,
+ * forever. A forgotten key that comes back starts anew.
+ */
+const FORGET_KEYS_AFTER_MS = 24 * 3_600_000;
 /** Revision of a minute's state once it was emitted for the last time and forgotten. */
 const DROPPED = Number.MAX_SAFE_INTEGER;
 export const QUALITY_MINUTE_MS = 60_000;
@@ -119,6 +125,8 @@ interface MinuteState extends QualityCounts {
 
 /** Exponentially weighted long-run mean and variance, and a faster recent mean, of one key's values. */
 interface DriftState {
+  /** Event time of the key's last value (for forgetting keys that stopped). */
+  lastTs: number;
   n: number;
   mean: number;
   variance: number;
@@ -161,8 +169,9 @@ export class DataQualityOperator implements StreamOperator {
   private readonly driftByKey: Array<Map<string, DriftState>>;
   /** Last event time per key not (yet) silent. */
   private readonly lastSeen = new Map<string, number>();
-  /** Watermark of the last look for silent keys. */
+  /** Watermark of the last look for silent keys, and of the last time stopped keys were forgotten. */
   private lastSilenceScan = -Infinity;
+  private lastForget = -Infinity;
   /** Keys alerted as silent, with their last event time, until their next event. */
   private readonly silent = new Map<string, number>();
   private readonly recentIds: RecentIds;
@@ -303,6 +312,12 @@ export class DataQualityOperator implements StreamOperator {
         outputs.push(this.silenceAlert(key, lastTs, silence.afterMs));
       }
     }
+    if (watermarkMs - this.lastForget >= 3_600_000) {
+      this.lastForget = watermarkMs;
+      const horizon = watermarkMs - FORGET_KEYS_AFTER_MS;
+      for (const [key, lastTs] of this.silent) if (lastTs < horizon) this.silent.delete(key);
+      for (const keys of this.driftByKey) for (const [key, state] of keys) if (state.lastTs < horizon) keys.delete(key);
+    }
     for (const [id, minute] of this.minutes) {
       const end = minute.minuteStart + QUALITY_MINUTE_MS;
       if (end > watermarkMs) continue;
@@ -373,9 +388,10 @@ export class DataQualityOperator implements StreamOperator {
     const keys = this.driftByKey[i]!;
     let state = keys.get(key);
     if (!state) {
-      keys.set(key, { n: 1, mean: value, variance: 0, recent: value, alerted: false });
+      keys.set(key, { lastTs: tsMs, n: 1, mean: value, variance: 0, recent: value, alerted: false });
       return undefined;
     }
+    if (tsMs > state.lastTs) state.lastTs = tsMs;
     // Judged against the baseline before this value moves it.
     state.recent += this.recentAlpha[i]! * (value - state.recent);
     const deviation = Math.sqrt(state.variance);

@@ -106,6 +106,8 @@ export class EdgeRefusalsConsumer {
     if (this.timer) clearInterval(this.timer);
     this.messages?.stop();
     await this.loop;
+    // A flush in flight took only what was held when it began: wait for it, then write and ack the rest.
+    await this.flushing;
     await this.flush();
   }
 

@@ -152,12 +152,18 @@ export class QualityAlertEvaluator {
           alerts.push(alert);
         } else if (earlier && run === 0 && list.length > 0) {
           this.raised.delete(id);
+          // The first fine minute after the alert's: the same time (and message id) whichever check, on whichever hub.
+          const fine = list.find((m) => {
+            if (m.ts <= earlier.ts) return false;
+            const value = measure.value(m);
+            return value !== undefined && !measure.breaches(value, threshold);
+          });
           alerts.push({
             type: 'alert',
             rule,
             key: source,
             severity: 'info',
-            ts: list[list.length - 1]!.ts,
+            ts: (fine ?? list[list.length - 1]!).ts,
             message: `resolved: ${earlier.message}`,
             details: { state: 'resolved', firedAt: earlier.ts },
             ruleVersion: version,

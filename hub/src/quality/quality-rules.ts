@@ -165,6 +165,8 @@ export function readQualityRules(schemasDir: string): QualityRuleSet {
       set.problems.push({ file: where, error: errorMessage(error) });
     }
   }
+  // The required fields count for completeness: a schema version that changes them changes the rules too.
+  if (required) hash.update(JSON.stringify([...required]));
   return { ...set, fingerprint: hash.digest('hex') };
 }
 
