@@ -186,7 +186,7 @@ test('the operator set tells the quality rule which agent sent each batch', () =
   assert.equal(row?.ruleVersion?.length, 16, 'stamped with the rule version');
 });
 
-test('quality files: defaults, required fields of the latest schema, silence as an absence rule; bad files name the field', () => {
+test('quality files: defaults, required fields of the latest schema, silence inside the rule; bad files name the field', () => {
   const file = parseQualityFile(JSON.stringify({ expectedFields: ['unit'], silence: { afterMs: 600000 } }), 'x/quality.json');
   assert.equal(file.futureToleranceMs, 5000);
   assert.equal(file.alerts.forMinutes, 5);
