@@ -42,6 +42,11 @@ export interface PartitionFeedTarget {
    * `final`: the partition is being given up; everything must be written.
    */
   flush(final: boolean): Promise<void>;
+  /**
+   * Records a flush left for later (the category boards, written at most once a second) wait to be written: the
+   * timer's flush then runs even without new messages, or a shop's last board change would wait for its next event.
+   */
+  hasDeferredWrites?(): boolean;
   /** Drops the partition's state from memory (it was given up). */
   close(): void;
 }
@@ -259,7 +264,7 @@ export class PartitionFeed {
    */
   private flushWhenDue(final = false): void {
     if (!this.flushDue || this.flushing || this.applying || this.fenced) return;
-    if (this.seq === this.checkpointedSeq && !final) return;
+    if (this.seq === this.checkpointedSeq && !final && !this.target.hasDeferredWrites?.()) return;
     const behind = (this.lastMessage?.info.pending ?? 0) >= this.settings.backlogThresholdMessages;
     if (!final && behind && performance.now() - this.lastFlushAt < this.settings.backlogFlushIntervalMs) return;
     if (!this.stillOwner()) return;

@@ -326,6 +326,11 @@ export class PartitionState implements PartitionFeedTarget {
     })();
   }
 
+  /** Boards changed since their last write (they are written at most every BOARD_FLUSH_MS). */
+  hasDeferredWrites(): boolean {
+    return (this.boards?.dirty.size ?? 0) > 0;
+  }
+
   close(): void {
     void this.rows?.close();
     this.rows = undefined;
