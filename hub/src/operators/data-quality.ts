@@ -31,7 +31,7 @@
 import type { WireEvent } from '../../../shared/wire.js';
 import { formatDuration } from './cep-operator.js';
 import { DDSketch, type DDSketchState } from './ddsketch.js';
-import { eventTimeMs, keyOf, matchesFilter, type EventFilter, type KeyBy, type Scalar } from './event-match.js';
+import { bodyFieldReader, eventTimeMs, keyOf, matchesFilter, type BodyFieldReader, type EventFilter, type KeyBy, type Scalar } from './event-match.js';
 import { checkSnapshot, emptyCounters, type Alert, type Json, type OperatorCounters, type OperatorOutput, type OperatorSnapshot, type Severity, type StreamOperator } from './operator.js';
 
 export const DATA_QUALITY_KIND = 'data_quality';
@@ -43,8 +43,6 @@ const NOTHING: OperatorOutput[] = [];
  * forever. A forgotten key that comes back starts anew.
  */
 const FORGET_KEYS_AFTER_MS = 24 * 3_600_000;
-/** Revision of a minute's state once it was emitted for the last time and forgotten. */
-const DROPPED = Number.MAX_SAFE_INTEGER;
 export const QUALITY_MINUTE_MS = 60_000;
 
 export interface RangeCheck {
@@ -182,19 +180,19 @@ export class DataQualityOperator implements StreamOperator {
   private stats: OperatorCounters = emptyCounters();
   private readonly baselineAlpha: number[];
   private readonly recentAlpha: number[];
-  private readonly expected: Array<{ field: string; read: (event: WireEvent) => unknown }>;
-  private readonly rangeReaders: Array<(event: WireEvent) => unknown>;
+  private readonly expected: Array<{ field: string; read: BodyFieldReader }>;
+  private readonly rangeReaders: Array<BodyFieldReader>;
   /** The `where` of each range and drift check as a filter, built once. */
   private readonly rangeFilters: Array<EventFilter | undefined>;
   private readonly driftFilters: Array<EventFilter | undefined>;
-  private readonly driftReaders: Array<(event: WireEvent) => unknown>;
+  private readonly driftReaders: Array<BodyFieldReader>;
 
   constructor(readonly definition: DataQualityRule) {
-    this.expected = definition.expectedFields.map((field) => ({ field, read: pathReader(field) }));
-    this.rangeReaders = definition.ranges.map((range) => pathReader(range.field));
+    this.expected = definition.expectedFields.map((field) => ({ field, read: bodyFieldReader(field) }));
+    this.rangeReaders = definition.ranges.map((range) => bodyFieldReader(range.field));
     this.rangeFilters = definition.ranges.map((range) => (range.where ? { eventType: definition.eventType, where: range.where } : undefined));
     this.driftFilters = definition.drift.map((check) => (check.where ? { eventType: definition.eventType, where: check.where } : undefined));
-    this.driftReaders = definition.drift.map((check) => pathReader(check.field));
+    this.driftReaders = definition.drift.map((check) => bodyFieldReader(check.field));
     this.driftByKey = definition.drift.map(() => new Map());
     this.baselineAlpha = definition.drift.map((d) => 2 / (d.baselineEvents + 1));
     this.recentAlpha = definition.drift.map((d) => 2 / (d.recentEvents + 1));
@@ -207,20 +205,20 @@ export class DataQualityOperator implements StreamOperator {
 
   onEvent(event: WireEvent): OperatorOutput[] {
     this.stats.eventsIn++;
-    if (event.type !== this.definition.eventType) return [];
+    if (event.type !== this.definition.eventType) return NOTHING;
     const tsMs = eventTimeMs(event);
     const minuteStart = Math.floor(tsMs / QUALITY_MINUTE_MS) * QUALITY_MINUTE_MS;
     const late = this.watermark !== null && tsMs < this.watermark;
     if (late && minuteStart + QUALITY_MINUTE_MS + this.definition.allowedLatenessMs <= this.watermark!) {
       // Its minute was emitted for the last time and forgotten: nothing left to correct.
       this.stats.lateEvents++;
-      return [];
+      return NOTHING;
     }
     this.stats.eventsMatched++;
     const source = this.source;
     // Consecutive events almost always share their source and minute: skip building the key then.
     let minute = this.lastMinute;
-    if (!minute || minute.minuteStart !== minuteStart || minute.source !== source || minute.revision === DROPPED) {
+    if (!minute || minute.minuteStart !== minuteStart || minute.source !== source) {
       const id = `${source}\u0000${minuteStart}`;
       minute = this.minutes.get(id);
       if (!minute) this.minutes.set(id, (minute = emptyMinute(source, minuteStart)));
@@ -331,7 +329,7 @@ export class DataQualityOperator implements StreamOperator {
       }
       if (final) {
         this.minutes.delete(id);
-        minute.revision = DROPPED;
+        if (this.lastMinute === minute) this.lastMinute = undefined;
       }
     }
     return outputs.sort((a, b) => outputTime(a) - outputTime(b));
@@ -468,20 +466,6 @@ function hash52(text: string): number {
     b = Math.imul(b ^ c, 0x5bd1e995) ^ (b >>> 15);
   }
   return (a >>> 0) * 0x100000 + ((b >>> 0) & 0xfffff);
-}
-
-/** A dotted body path, split once: the body value at it, or undefined. */
-function pathReader(path: string): (event: WireEvent) => unknown {
-  const parts = path.split('.');
-  if (parts.length === 1) return (event) => (event.body as Record<string, unknown>)[path];
-  return (event) => {
-    let node: unknown = event.body;
-    for (const part of parts) {
-      if (node === null || typeof node !== 'object' || Array.isArray(node)) return undefined;
-      node = (node as Record<string, unknown>)[part];
-    }
-    return node;
-  };
 }
 
 function outputTime(output: OperatorOutput): number {

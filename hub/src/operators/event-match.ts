@@ -25,22 +25,32 @@ export function eventTimeMs(event: WireEvent): number {
   return Math.floor(event.ts / 1000);
 }
 
-/** Paths split once: rules use a handful of paths for every event, and splitting each time was 11 % of the operators' time. */
-const splitPaths = new Map<string, string[]>();
+/** Reads the body value at one dotted path, or undefined; the path is split once, when the reader is made. */
+export type BodyFieldReader = (event: WireEvent) => unknown;
+
+export function bodyFieldReader(path: string): BodyFieldReader {
+  const parts = path.split('.');
+  return (event) => {
+    let node: unknown = event.body;
+    for (const part of parts) {
+      if (node === null || typeof node !== 'object' || Array.isArray(node)) return undefined;
+      node = (node as Record<string, unknown>)[part];
+    }
+    return node;
+  };
+}
+
+/** A reader per path: rules use a handful of paths for every event, and splitting each time was 11 % of the operators' time. */
+const readers = new Map<string, BodyFieldReader>();
 
 /** The body value at a dotted path (`context.device_type`), or undefined. */
 export function bodyField(event: WireEvent, path: string): unknown {
-  let parts = splitPaths.get(path);
-  if (!parts) {
-    parts = path.split('.');
-    if (splitPaths.size < 10_000) splitPaths.set(path, parts);
+  let read = readers.get(path);
+  if (!read) {
+    read = bodyFieldReader(path);
+    if (readers.size < 10_000) readers.set(path, read);
   }
-  let node: unknown = event.body;
-  for (const part of parts) {
-    if (node === null || typeof node !== 'object' || Array.isArray(node)) return undefined;
-    node = (node as Record<string, unknown>)[part];
-  }
-  return node;
+  return read(event);
 }
 
 /** A rule's field: `key` is the wire key, anything else a dotted body path. */

@@ -456,18 +456,19 @@ export class QuestDbAnalyticsSink {
    */
   write(outputs: ReadonlyArray<WindowResult | Alert | QualityMinute>, partition?: number): void {
     const { rows, problems } = analyticsRows(outputs, this.tables, partition);
-    for (const row of rows) {
-      this.pending.delete(row.id); // re-inserted at the end: the map's order stays the order of last writes
-      this.pending.set(row.id, { row, partition });
-    }
+    this.buffer(rows, partition);
     for (const problem of problems) this.options.log.error({ problem }, 'analytics output not written');
   }
 
   /** Buffers rows made elsewhere (the edge refusals): written with the next flush, never fenced. */
   writeRows(rows: readonly AnalyticsRow[]): void {
+    this.buffer(rows, undefined);
+  }
+
+  private buffer(rows: readonly AnalyticsRow[], partition: number | undefined): void {
     for (const row of rows) {
-      this.pending.delete(row.id);
-      this.pending.set(row.id, { row, partition: undefined });
+      this.pending.delete(row.id); // re-inserted at the end: the map's order stays the order of last writes
+      this.pending.set(row.id, { row, partition });
     }
   }
 
