@@ -8,6 +8,7 @@ import { natsAuthProblems, natsAuthSchemaProperties, type NatsAuthConfig } from 
 import { DEFAULT_SCHEMA_DIR } from '../../shared/schema-catalog.js';
 import { watermarkSettingsSchema } from './operators/watermark.js';
 import { DEFAULT_RULES_DIR } from './rules/kv-rule-store.js';
+import type { ScalingSettings } from './scaling/scaling-policy.js';
 
 export type StreamRetention = 'interest' | 'limits';
 
@@ -66,6 +67,7 @@ export interface HubConfig {
   dashboard: { enabled: boolean; intervalMs: number; maxClients: number; metricsIntervalMs: number; metricsTable: string };
   alerting: { pipeline: { enabled: boolean } & PipelineAlertThresholds; webhooks: WebhookConfig[] };
   quality: { enabled: boolean; reloadIntervalMs: number; edgeRefusals: boolean; alerts: { enabled: boolean; evaluateIntervalMs: number } };
+  scaling: ScalingSettings & { intervalMs: number; firstWorkerPort: number; httpPort: number; stopTimeoutMs: number };
   logIntervalMs: number;
   shutdownTimeoutMs: number;
 }
@@ -560,6 +562,50 @@ export const hubConfigSchema = {
         metricsTable: { type: 'string', pattern: '^[A-Za-z_][A-Za-z0-9_]*$', default: 'pipeline_metrics', description: 'QuestDB table of the pipeline\'s metrics (created by the hub).' },
       },
     },
+    scaling: {
+      type: 'object',
+      additionalProperties: false,
+      default: {},
+      description:
+        '`hub scale` only: the supervisor that runs between minWorkers and maxWorkers hub worker processes on this host, from consumer lag and ingest latency. Workers ignore it.',
+      properties: {
+        minWorkers: { type: 'integer', minimum: 1, default: 1, description: 'Workers always running (worker 0 also runs the pipeline and quality alerts).' },
+        maxWorkers: { type: 'integer', minimum: 1, default: 4, description: 'Workers at most; about one per core, as a worker uses up to one core.' },
+        intervalMs: { type: 'integer', minimum: 100, default: 5000, description: 'How often lag and latency are measured and a decision taken.' },
+        targetLagPerWorker: {
+          type: 'integer',
+          minimum: 1,
+          default: 200,
+          description:
+            'Unprocessed EVENTS messages (edge batches) one worker is expected to carry; more than this x workers adds workers (ceil(lag / this)), as KEDA\'s lagThreshold does.',
+        },
+        latencyHighMs: { type: 'integer', minimum: 1, default: 2000, description: 'Ingest latency p95 (edge accepted -> row written) above which a worker is added.' },
+        latencyLowMs: { type: 'integer', minimum: 1, default: 500, description: 'Ingest latency p95 at or below which a worker may be removed.' },
+        scaleUpAfterMs: { type: 'integer', minimum: 0, default: 15000, description: 'How long the load must stay high before workers are added.' },
+        scaleDownAfterMs: { type: 'integer', minimum: 0, default: 120000, description: 'How long the load must stay low before one worker is removed.' },
+        coolDownMs: {
+          type: 'integer',
+          minimum: 0,
+          default: 30000,
+          description: 'After any change, no scale-up for this long: a new worker needs it to start, take its partitions and show its effect.',
+        },
+        scaleDownCoolDownMs: { type: 'integer', minimum: 0, default: 120000, description: 'After any change, no scale-down for this long.' },
+        firstWorkerPort: {
+          type: 'integer',
+          minimum: 1,
+          maximum: 65535,
+          default: 8100,
+          description: 'Worker n serves /healthz, /metrics and the dashboard on firstWorkerPort + n.',
+        },
+        httpPort: { type: 'integer', minimum: 0, maximum: 65535, default: 8099, description: 'The supervisor\'s own /metrics and /status.' },
+        stopTimeoutMs: {
+          type: 'integer',
+          minimum: 1000,
+          default: 60000,
+          description: 'A worker told to stop (SIGTERM: it flushes, acks and gives its partitions back) is killed after this long.',
+        },
+      },
+    },
     logIntervalMs: {
       type: 'integer',
       minimum: 0,
@@ -604,6 +650,12 @@ export function checkHubConfig(config: HubConfig): HubConfig {
     problems.push(
       `analytics.ackWaitMs must be at least 5 x analytics.checkpointIntervalMs (messages are acked at checkpoints), got ${config.analytics.ackWaitMs} < 5 x ${config.analytics.checkpointIntervalMs}`,
     );
+  }
+  if (config.scaling.maxWorkers < config.scaling.minWorkers) {
+    problems.push(`scaling.maxWorkers must be at least scaling.minWorkers, got ${config.scaling.maxWorkers} < ${config.scaling.minWorkers}`);
+  }
+  if (config.scaling.latencyLowMs >= config.scaling.latencyHighMs) {
+    problems.push(`scaling.latencyLowMs must be below scaling.latencyHighMs, got ${config.scaling.latencyLowMs} >= ${config.scaling.latencyHighMs}`);
   }
   problems.push(...natsAuthProblems(config.nats));
   if ((config.questdb.username === undefined) !== (config.questdb.password === undefined)) {

@@ -25,6 +25,13 @@
 import { writeSync } from 'node:fs';
 
 export const KILL_AFTER_WRITE_ENV = 'FAULT_HUB_KILL_AFTER_WRITE';
+/**
+ * `FAULT_HUB_MESSAGE_DELAY_MS=<ms>`: the raw path waits this long after each message, so one worker handles at most
+ * 1000/ms messages per second. On a 2-core machine more processes cannot add CPU, so the scaling test
+ * (test/integration/hub-scale.test.ts) gives each worker a fixed capacity this way, as if each had a machine of its
+ * own: then adding workers adds capacity, and the supervisor's reaction to a load step can be shown.
+ */
+export const MESSAGE_DELAY_ENV = 'FAULT_HUB_MESSAGE_DELAY_MS';
 
 export const FAULT_POINTS = ['raw', 'checkpoint-written', 'checkpoint-saved'] as const;
 export type FaultPoint = (typeof FAULT_POINTS)[number];
@@ -63,6 +70,14 @@ export function parseKillPlan(value: string | undefined): KillPlan {
   return plan;
 }
 
+/** The variable's value in ms; 0 (no delay) when unset. Throws on anything but a number >= 0. */
+export function parseMessageDelay(value: string | undefined): number {
+  if (value === undefined || value.trim() === '') return 0;
+  const ms = Number(value);
+  if (!Number.isFinite(ms) || ms < 0) throw new Error(`${MESSAGE_DELAY_ENV}: must be a number of ms >= 0, got "${value}"`);
+  return ms;
+}
+
 /** Writes the notice to stderr (synchronously: nothing runs after the signal) and sends SIGKILL to this process. */
 function killSelf(notice: KillNotice): void {
   writeSync(2, `${JSON.stringify(notice)}\n`);
@@ -79,6 +94,8 @@ export class FaultInjector {
       now: Date.now,
       die: killSelf,
     },
+    /** Pause of the raw path after each message (FAULT_HUB_MESSAGE_DELAY_MS); 0: none. */
+    readonly messageDelayMs = 0,
   ) {}
 
   /**
@@ -96,4 +113,4 @@ export class FaultInjector {
 }
 
 /** The process-wide injector, from the environment at start. Does nothing unless the variable is set. */
-export const processFaults = new FaultInjector(parseKillPlan(process.env[KILL_AFTER_WRITE_ENV]));
+export const processFaults = new FaultInjector(parseKillPlan(process.env[KILL_AFTER_WRITE_ENV]), undefined, parseMessageDelay(process.env[MESSAGE_DELAY_ENV]));

@@ -194,6 +194,8 @@ export class HubWorker {
         } else {
           this.accept(item);
           if (this.mustPause()) await this.waitForRoom();
+          // Test knob (FAULT_HUB_MESSAGE_DELAY_MS): a worker of fixed capacity; 0 in production.
+          if (this.faults.messageDelayMs > 0) await new Promise((resolve) => setTimeout(resolve, this.faults.messageDelayMs));
         }
         // Queued messages come through microtasks only; without a macrotask turn now and then, sockets are not
         // read (NATS flags a slow consumer and drops the connection), and flush responses, acks and timers wait.

@@ -37,6 +37,8 @@ export interface StartProcessOptions {
   name: string;
   /** Script path relative to the repo root, e.g. `bin/hub.js`. */
   script: string;
+  /** Arguments after the script (e.g. `scale`). */
+  args?: string[];
   /** Node options placed before the script (e.g. `--cpu-prof`, which NODE_OPTIONS refuses). */
   nodeArgs?: string[];
   env: Record<string, string>;
@@ -52,7 +54,7 @@ export async function startProcess(options: StartProcessOptions): Promise<Manage
   mkdirSync(options.logDir, { recursive: true });
   const logFile = join(options.logDir, `${name}.log`);
   const log = createWriteStream(logFile, { flags: 'a' });
-  const argv = [process.execPath, ...(options.nodeArgs ?? []), join(REPO_ROOT, options.script)];
+  const argv = [process.execPath, ...(options.nodeArgs ?? []), join(REPO_ROOT, options.script), ...(options.args ?? [])];
   // `ip netns exec` execs the program in place: the child's pid is the program's, so signals reach it.
   const [cmd, ...args] = options.netns ? ['ip', 'netns', 'exec', options.netns, ...argv] : argv;
   const child = spawn(cmd!, args, {
