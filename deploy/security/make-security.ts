@@ -5,6 +5,9 @@
  *                                          (serverAuth + clientAuth: the same certificate secures the routes)
  *   nats/hub.nk                            nkey seed of the hub workers (may do anything)
  *   nats/edges/<agentId>.nk                nkey seed of one edge agent (may publish only its own subjects)
+ *   nats/sites/<site>.nk                   nkey seed of a site's leaf node on the hub (may publish only its agents' subjects)
+ *   nats/sites/<site>.agents               the agent ids of that site, one a line (--site <site>=<agentId>,...)
+ *   nats/sites/<site>-leaf.conf            `authorization {}` of the site leaf node's own listener: its agents' users
  *   nats/client-security.conf              TLS + authorization block for the nats-server client listener
  *   nats/cluster-security.conf             TLS block for the routes between the nodes
  *   questdb/credentials.json               QuestDB users: `hub` (HTTP + PostgreSQL, read-write), `analyst` (PostgreSQL, read-only)
@@ -41,6 +44,11 @@ export interface SecurityOptions {
   hosts: string[];
   /** Edge agent ids to make credentials for (added to those already in `out`). */
   edges: string[];
+  /**
+   * Sites whose gateways connect through a leaf node (deploy/nats/leaf.conf.tmpl): site name to its agent ids (added
+   * to those already in `out`; the agents get edge seeds too). Default: none.
+   */
+  sites?: Record<string, string[]>;
   /** KV bucket the agents watch for schemas (their only read access). */
   schemaBucket: string;
   /** Days the server certificate is valid. */
@@ -60,6 +68,9 @@ export interface SecurityPaths {
   serverKeyFile: string;
   hubSeedFile: string;
   edgeSeedFile(agentId: string): string;
+  siteSeedFile(site: string): string;
+  siteAgentsFile(site: string): string;
+  siteLeafAuthorizationConf(site: string): string;
   natsClientConf: string;
   natsClusterConf: string;
   questdbCredentials: string;
@@ -90,6 +101,9 @@ function pathsUnder(root: string, join: (...parts: string[]) => string): Securit
     serverKeyFile: join(root, 'tls', 'server-key.pem'),
     hubSeedFile: join(root, 'nats', 'hub.nk'),
     edgeSeedFile: (agentId) => join(root, 'nats', 'edges', `${agentId}.nk`),
+    siteSeedFile: (site) => join(root, 'nats', 'sites', `${site}.nk`),
+    siteAgentsFile: (site) => join(root, 'nats', 'sites', `${site}.agents`),
+    siteLeafAuthorizationConf: (site) => join(root, 'nats', 'sites', `${site}-leaf.conf`),
     natsClientConf: join(root, 'nats', 'client-security.conf'),
     natsClusterConf: join(root, 'nats', 'cluster-security.conf'),
     questdbCredentials: join(root, 'questdb', 'credentials.json'),
@@ -126,6 +140,19 @@ export function edgePermissions(agentId: string, schemaBucket: string): { publis
     ],
     subscribe: [`${edgeInboxPrefix(agentId)}.>`],
   };
+}
+
+/**
+ * What a site's leaf node may do on the hub, as the user it logs in with: exactly what its agents may do together
+ * (the union of their edgePermissions). The hub applies them to the leaf connection, so a leaf (or whoever holds its
+ * seed) can neither publish another site's subjects nor receive anything but the replies to its own agents; the leaf
+ * applies each agent's own permissions on its listener, so one gateway cannot publish as another of the same site.
+ */
+export function sitePermissions(agentIds: string[], schemaBucket: string): { publish: string[]; subscribe: string[] } {
+  const union = (pick: (p: { publish: string[]; subscribe: string[] }) => string[]): string[] => [
+    ...new Set(agentIds.flatMap((id) => pick(edgePermissions(id, schemaBucket)))),
+  ];
+  return { publish: union((p) => p.publish), subscribe: union((p) => p.subscribe) };
 }
 
 function run(cmd: string, args: string[]): void {
@@ -186,22 +213,44 @@ function userKey(file: string): string {
 const quote = (s: string): string => JSON.stringify(s);
 const list = (items: string[]): string => `[${items.map(quote).join(', ')}]`;
 
-function natsClientConf(p: SecurityPaths, hubKey: string, edges: Array<{ id: string; key: string }>, schemaBucket: string): string {
+function userEntry(comment: string, key: string, perms: { publish: string[]; subscribe: string[] }): string {
+  return (
+    `    # ${comment}\n` +
+    `    { nkey: ${quote(key)}, permissions: {\n` +
+    `        publish: { allow: ${list(perms.publish)} }\n` +
+    `        subscribe: { allow: ${list(perms.subscribe)} }\n` +
+    `    } }`
+  );
+}
+
+/** The leaf node's own `authorization {}`: one user per agent of the site, each with its edge permissions. */
+function siteLeafAuthorization(edges: Array<{ id: string; key: string }>, schemaBucket: string): string {
+  return [
+    '# Made by deploy/security/make-security.ts: the users of a site leaf node\'s listener (its gateways).',
+    'authorization {',
+    '  users: [',
+    edges.map(({ id, key }) => userEntry(`edge agent ${id}`, key, edgePermissions(id, schemaBucket))).join('\n'),
+    '  ]',
+    '}',
+    '',
+  ].join('\n');
+}
+
+function natsClientConf(
+  p: SecurityPaths,
+  hubKey: string,
+  edges: Array<{ id: string; key: string }>,
+  schemaBucket: string,
+  sites: Array<{ site: string; key: string; agents: string[] }> = [],
+): string {
   const users = [
     `    # hub workers: the streams, consumers, KV buckets and alerts are theirs\n    { nkey: ${quote(hubKey)} }`,
-    ...edges.map(({ id, key }) => {
-      const perms = edgePermissions(id, schemaBucket);
-      return (
-        `    # edge agent ${id}\n` +
-        `    { nkey: ${quote(key)}, permissions: {\n` +
-        `        publish: { allow: ${list(perms.publish)} }\n` +
-        `        subscribe: { allow: ${list(perms.subscribe)} }\n` +
-        `    } }`
-      );
-    }),
+    ...edges.map(({ id, key }) => userEntry(`edge agent ${id}`, key, edgePermissions(id, schemaBucket))),
+    ...sites.map(({ site, key, agents }) => userEntry(`site leaf node ${site} (agents ${agents.join(', ')})`, key, sitePermissions(agents, schemaBucket))),
   ];
   return [
-    '# Made by deploy/security/make-security.ts: TLS and users of the nats-server client listener.',
+    '# Made by deploy/security/make-security.ts: TLS and users of the nats-server client listener (and of the leaf',
+    '# node listener, which has no users of its own: a site leaf node logs in as its site user).',
     ...tlsBlock(p),
     'authorization {',
     '  users: [',
@@ -261,17 +310,47 @@ export function makeSecurity(options: SecurityOptions): SecurityPaths {
   for (const sub of ['nats/edges', 'questdb']) mkdirSync(join(p.dir, sub), { recursive: true, mode: 0o700 });
   makeCertificates(p, options.hosts, options.days);
   const hubKey = userKey(p.hubSeedFile);
-  for (const id of options.edges) userKey(p.edgeSeedFile(id));
+  const siteAgents = Object.values(options.sites ?? {}).flat();
+  for (const id of siteAgents) {
+    if (!AGENT_ID.test(id) || id === 'hub') throw new Error(`--site: ${JSON.stringify(id)} is not a valid agent id`);
+  }
+  for (const id of [...options.edges, ...siteAgents]) userKey(p.edgeSeedFile(id));
   const edges = readdirSync(join(p.dir, 'nats', 'edges'))
     .filter((f) => f.endsWith('.nk'))
     .map((f) => f.slice(0, -3))
     .sort()
     .map((id) => ({ id, key: userKey(p.edgeSeedFile(id)) }));
-  writeFileSync(p.natsClientConf, natsClientConf(served, hubKey, edges, options.schemaBucket));
+  const sites = makeSites(p, options.sites ?? {}, edges, options.schemaBucket);
+  writeFileSync(p.natsClientConf, natsClientConf(served, hubKey, edges, options.schemaBucket, sites));
   writeFileSync(p.natsClusterConf, natsClusterConf(served));
   writeFileSync(p.questdbConf, questdbConf(questdbCredentials(p)));
   chmodSync(p.questdbConf, 0o600);
   return p;
+}
+
+/** Seeds, agent lists and leaf authorization of the sites: the ones given, added to those already in the folder. */
+function makeSites(
+  p: SecurityPaths,
+  given: Record<string, string[]>,
+  edges: Array<{ id: string; key: string }>,
+  schemaBucket: string,
+): Array<{ site: string; key: string; agents: string[] }> {
+  const dir = join(p.dir, 'nats', 'sites');
+  mkdirSync(dir, { recursive: true, mode: 0o700 });
+  for (const [site, agents] of Object.entries(given)) {
+    if (!AGENT_ID.test(site)) throw new Error(`--site ${JSON.stringify(site)}: a site name is 1-64 of A-Z a-z 0-9 _ -`);
+    const known = existsSync(p.siteAgentsFile(site)) ? readFileSync(p.siteAgentsFile(site), 'utf8').split('\n').filter(Boolean) : [];
+    writeFileSync(p.siteAgentsFile(site), `${[...new Set([...known, ...agents])].sort().join('\n')}\n`);
+  }
+  return readdirSync(dir)
+    .filter((f) => f.endsWith('.agents'))
+    .map((f) => f.slice(0, -'.agents'.length))
+    .sort()
+    .map((site) => {
+      const agents = readFileSync(p.siteAgentsFile(site), 'utf8').split('\n').filter(Boolean);
+      writeSecret(p.siteLeafAuthorizationConf(site), siteLeafAuthorization(edges.filter((e) => agents.includes(e.id)), schemaBucket));
+      return { site, key: userKey(p.siteSeedFile(site)), agents };
+    });
 }
 
 export function readQuestDbCredentials(dir: string): QuestDbCredentials {
@@ -284,6 +363,7 @@ function main(): void {
       out: { type: 'string' },
       host: { type: 'string', multiple: true, default: [] },
       edge: { type: 'string', multiple: true, default: [] },
+      site: { type: 'string', multiple: true, default: [] },
       'schema-bucket': { type: 'string', default: 'schemas' },
       days: { type: 'string', default: '825' },
       'mount-dir': { type: 'string' },
@@ -292,15 +372,22 @@ function main(): void {
   });
   if (values.help || !values.out) {
     process.stdout.write(
-      'usage: npx tsx deploy/security/make-security.ts --out <dir> [--host <name|ip>]... [--edge <agentId>]... [--schema-bucket schemas] [--days 825]\n' +
+      'usage: npx tsx deploy/security/make-security.ts --out <dir> [--host <name|ip>]... [--edge <agentId>]... [--site <site>=<agentId>,<agentId>...]...\n' +
+        '       [--schema-bucket schemas] [--days 825]\n' +
         '       [--mount-dir <absolute dir where nats-server finds this folder, e.g. /etc/nats-security; default: --out>]\n',
     );
     process.exitCode = values.help ? 0 : 2;
     return;
   }
   const hosts = values.host.length > 0 ? values.host : ['127.0.0.1', 'localhost'];
+  const sites: Record<string, string[]> = {};
+  for (const spec of values.site) {
+    const [site, agents] = spec.split('=');
+    if (!site || !agents) throw new Error(`--site ${JSON.stringify(spec)}: expected <site>=<agentId>,<agentId>...`);
+    sites[site] = [...(sites[site] ?? []), ...agents.split(',').filter(Boolean)];
+  }
   const p = makeSecurity({
-    out: values.out, hosts, edges: values.edge, schemaBucket: values['schema-bucket'], days: Number(values.days),
+    out: values.out, hosts, edges: values.edge, sites, schemaBucket: values['schema-bucket'], days: Number(values.days),
     ...(values['mount-dir'] !== undefined ? { mountDir: values['mount-dir'] } : {}),
   });
   process.stdout.write(
@@ -308,6 +395,7 @@ function main(): void {
       `  CA certificate (give to agents and hub): ${p.caFile}\n` +
       `  hub seed: ${p.hubSeedFile}\n` +
       `  edge seeds: ${join(p.dir, 'nats', 'edges')}/<agentId>.nk\n` +
+      (values.site.length > 0 ? `  site leaf nodes: ${join(p.dir, 'nats', 'sites')}/<site>.nk (uplink seed), <site>-leaf.conf (the leaf's users)\n` : '') +
       `  nats-server: paste (or include, by a path relative to the config file) ${p.natsClientConf} at the top level and ${p.natsClusterConf} inside cluster {}\n` +
       (values['mount-dir'] !== undefined ? `    (they name the certificates under ${values['mount-dir']}, where nats-server is to find tls/)\n` : '') +
       `  QuestDB: append ${p.questdbConf} to server.conf; credentials in ${p.questdbCredentials}\n`,

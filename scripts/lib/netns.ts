@@ -29,6 +29,14 @@ export interface NetHosts {
   cut(i: number): void;
   /** Brings host `i`'s link back. */
   heal(i: number): void;
+  /**
+   * Cuts hosts `i` and `j` off from each other only (a blackhole route to the other in both namespaces: packets
+   * vanish, connections hang), while both keep reaching every other host and the caller: a site's uplink to the hub
+   * down while its own LAN works.
+   */
+  cutBetween(i: number, j: number): void;
+  /** Undoes cutBetween(i, j). */
+  healBetween(i: number, j: number): void;
   /** Removes the namespaces and the bridge (processes still inside lose their network). Idempotent. */
   remove(): void;
 }
@@ -80,6 +88,19 @@ export function createHosts(count: number): NetHosts {
     gateway: `${subnet}.1`,
     cut: (i) => void ip('link', 'set', hostSide(i), 'down'),
     heal: (i) => void ip('link', 'set', hostSide(i), 'up'),
+    cutBetween: (i, j) => {
+      ip('-n', hosts[i]!.netns, 'route', 'replace', 'blackhole', `${hosts[j]!.ip}/32`);
+      ip('-n', hosts[j]!.netns, 'route', 'replace', 'blackhole', `${hosts[i]!.ip}/32`);
+    },
+    healBetween: (i, j) => {
+      for (const [from, to] of [[i, j], [j, i]] as const) {
+        try {
+          ip('-n', hosts[from]!.netns, 'route', 'delete', 'blackhole', `${hosts[to]!.ip}/32`);
+        } catch {
+          // not cut
+        }
+      }
+    },
     remove: () => {
       if (removed) return;
       removed = true;

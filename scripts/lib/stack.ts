@@ -55,6 +55,8 @@ export interface StackPorts {
    * scripts/lib/netns.ts). Default: 127.0.0.1 in the caller's namespace.
    */
   natsHosts?: Array<{ host: string; netns?: string }>;
+  /** Leaf node ports of nats-1..3 (site leaf nodes, deploy/nats/leaf.conf.tmpl). Default: no leaf node listener. */
+  natsLeafnode?: Triple;
 }
 
 export const DEFAULT_PORTS: StackPorts = {
@@ -249,6 +251,7 @@ function renderConfigs(dir: string, ports: StackPorts, security: string | undefi
     clusterPort: at(ports.natsCluster, i),
     monitorPort: at(ports.natsMonitor, i),
     storeDir: p.natsStore(name),
+    ...(ports.natsLeafnode ? { leafnodePort: at(ports.natsLeafnode, i) } : {}),
   }));
   nodes.forEach((node, i) => {
     mkdirSync(node.storeDir, { recursive: true });
@@ -441,6 +444,7 @@ function portsOf(ports: StackPorts, name: ProcName): { host: string; port: numbe
     { host: HOST, port: at(ports.natsClient, i), what: `${name} client port` },
     { host: HOST, port: at(ports.natsCluster, i), what: `${name} cluster port` },
     { host: HOST, port: at(ports.natsMonitor, i), what: `${name} monitoring port` },
+    ...(ports.natsLeafnode ? [{ host: HOST, port: at(ports.natsLeafnode, i), what: `${name} leaf node port` }] : []),
   ];
 }
 

@@ -39,3 +39,27 @@ test('three hosts: security folder, one config per node, each accepted by nats-s
     assert.equal(check.status, 0, `nats-server -t accepts nats-${i + 1}.conf: ${check.stdout}${check.stderr}`);
   }
 });
+
+test('a site leaf node: hub nodes with a leaf node listener, the leaf with its site seed and its agents, each accepted by nats-server -t', async () => {
+  const hosts = ['10.20.0.11', '10.20.0.12', '10.20.0.13'];
+  const secrets = join(root, 'site-secrets');
+  tsx('deploy/security/make-security.ts', ['--out', secrets, ...hosts.flatMap((h) => ['--host', h]), '--site', 'berlin=gw-berlin-01,gw-berlin-02']);
+  const out = join(root, 'site-conf');
+  tsx('deploy/nats/render-nats-config.ts', [...hosts.flatMap((h) => ['--host', h]), '--leafnodes', '--security', secrets, '--out', out, '--store', join(root, 'js')]);
+  const printed = tsx('deploy/nats/render-nats-config.ts', ['--site', 'berlin', '--listen', '10.30.0.5', ...hosts.flatMap((h) => ['--host', h]), '--security', secrets, '--out', out]);
+  assert.match(printed, /leaf-berlin\.conf: leaf-berlin on 10\.30\.0\.5/);
+
+  const { natsServer } = await ensureRuntime();
+  const hub = readFileSync(join(out, 'nats-1.conf'), 'utf8');
+  assert.match(hub, /leafnodes \{\n  listen: "10\.20\.0\.11:7422"\n  tls \{/, 'the hub node listens for leaf nodes, with TLS');
+  assert.match(hub, /# site leaf node berlin \(agents gw-berlin-01, gw-berlin-02\)/, 'the site user is one of the hub users');
+  const leaf = readFileSync(join(out, 'leaf-berlin.conf'), 'utf8');
+  assert.doesNotMatch(leaf, /^jetstream/m, 'the leaf has no JetStream of its own');
+  assert.deepEqual([...leaf.matchAll(/nats-leaf:\/\/([\d.]+):7422/g)].map((m) => m[1]), hosts, 'the leaf knows every hub node');
+  assert.match(leaf, /nkey: "SU[A-Z0-9]+"/, 'the leaf logs in with the site seed');
+  assert.equal([...leaf.matchAll(/# edge agent gw-berlin-0\d/g)].length, 2, "the leaf's own users are the site's agents");
+  for (const file of ['nats-1.conf', 'leaf-berlin.conf']) {
+    const check = spawnSync(natsServer, ['-t', '-c', join(out, file)], { encoding: 'utf8' });
+    assert.equal(check.status, 0, `nats-server -t accepts ${file}: ${check.stdout}${check.stderr}`);
+  }
+});
