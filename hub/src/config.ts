@@ -579,8 +579,13 @@ export const hubConfigSchema = {
           description:
             'Unprocessed EVENTS messages (edge batches) one worker is expected to carry; more than this x workers adds workers (ceil(lag / this)), as KEDA\'s lagThreshold does.',
         },
-        latencyHighMs: { type: 'integer', minimum: 1, default: 2000, description: 'Ingest latency p95 (edge accepted -> row written) above which a worker is added.' },
-        latencyLowMs: { type: 'integer', minimum: 1, default: 500, description: 'Ingest latency p95 at or below which a worker may be removed.' },
+        latencyHighMs: {
+          type: 'integer',
+          minimum: 1,
+          default: 1000,
+          description: 'Ingest latency p95 (edge accepted -> row written, over the last interval) above which a worker is added: the pipeline\'s 1 s target.',
+        },
+        latencyLowMs: { type: 'integer', minimum: 1, default: 750, description: 'Ingest latency p95 at or below which a worker may be removed.' },
         scaleUpAfterMs: { type: 'integer', minimum: 0, default: 15000, description: 'How long the load must stay high before workers are added.' },
         scaleDownAfterMs: { type: 'integer', minimum: 0, default: 120000, description: 'How long the load must stay low before one worker is removed.' },
         coolDownMs: {

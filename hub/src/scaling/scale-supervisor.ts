@@ -122,7 +122,10 @@ export class ScaleSupervisor {
     this.gauges.lag.set({ path: 'raw' }, lag.raw);
     this.gauges.lag.set({ path: 'analytics' }, lag.analytics);
     this.gauges.latency.set(latencyP95Ms === undefined ? Number.NaN : latencyP95Ms / 1000);
-    if (decision.direction === 'hold') return;
+    if (decision.direction === 'hold') {
+      this.log.debug({ workers, lag, latencyP95Ms, reason: decision.reason }, 'hub workers kept');
+      return;
+    }
     this.target = decision.target;
     this.gauges.target.set(decision.target);
     this.changesTotal.inc({ direction: decision.direction });

@@ -44,16 +44,26 @@ export function addHistograms(histograms: readonly Histogram[]): Histogram | und
 }
 
 /**
- * The q-quantile in ms as the upper bound of the bucket it falls in (an over-estimate by at most one bucket width:
- * conservative for scaling up). Above the largest finite bound it is that bound. Undefined when nothing was observed.
+ * The q-quantile in ms, interpolated linearly inside the bucket it falls in, as Prometheus' histogram_quantile does.
+ * Above the largest finite bound it is that bound. Undefined when nothing was observed.
  */
 export function histogramQuantileMs(h: Histogram, q: number): number | undefined {
   const n = total(h);
   if (n <= 0) return undefined;
   const rank = q * n;
-  const finite = h.buckets.filter((b) => Number.isFinite(b.le));
-  for (const b of finite) if (b.count >= rank) return b.le * 1000;
-  return (finite.at(-1)?.le ?? 0) * 1000;
+  let lower = 0;
+  let below = 0;
+  for (const b of h.buckets) {
+    if (!Number.isFinite(b.le)) break;
+    if (b.count >= rank) {
+      const inBucket = b.count - below;
+      const fraction = inBucket > 0 ? (rank - below) / inBucket : 1;
+      return (lower + (b.le - lower) * fraction) * 1000;
+    }
+    lower = b.le;
+    below = b.count;
+  }
+  return lower * 1000;
 }
 
 /** One scrape of a worker's histogram; undefined when the worker does not answer (starting, stopping, dead). */
