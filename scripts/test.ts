@@ -67,8 +67,11 @@ function selectFiles(args: string[]): { files: string[]; filtered: boolean } {
   const substrings: string[] = [];
   for (const a of rest) {
     const p = resolve(a);
-    if (existsSync(p)) {
-      if (statSync(p).isDirectory()) explicit.push(...findTests(p));
+    // A folder without tests (`npm test -- deploy` names the deploy/ folder) is meant as a substring, not as "nothing
+    // explicit", which would run every suite.
+    const inFolder = existsSync(p) && statSync(p).isDirectory() ? findTests(p) : [];
+    if (existsSync(p) && (inFolder.length > 0 || !statSync(p).isDirectory())) {
+      if (statSync(p).isDirectory()) explicit.push(...inFolder);
       else explicit.push(p);
     } else {
       substrings.push(a);
