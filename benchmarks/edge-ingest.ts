@@ -8,8 +8,6 @@
  *   npx tsx benchmarks/edge-ingest.ts --seconds 15
  */
 import { execFileSync } from 'node:child_process';
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { connect } from '@nats-io/transport-node';
@@ -17,10 +15,12 @@ import { jetstreamManager } from '@nats-io/jetstream';
 import mqtt from 'mqtt';
 import { unpackMultiple } from 'msgpackr';
 import type { WireEvent } from '../shared/wire.js';
-import { freePort, startProcess, type ManagedProcess } from '../scripts/lib/processes.js';
+import { freePort, startProcess } from '../scripts/lib/processes.js';
 import { ensureRuntime, REPO_ROOT, RUNTIME_DIR } from '../scripts/lib/runtime.js';
 import { DEFAULT_PORTS, DEFAULT_STACK_DIR, stackStatus, startStack } from '../scripts/lib/stack.js';
-import { cpuSecondsOf, LatencyRecorder, machineDescription, pidsNamed, sampleProcess, table, writeResults } from './lib/measure.js';
+import { httpNdjsonLoad, startBenchAgent, telemetryObject } from './lib/edge-agent-bench.js';
+import { stackNatsPids } from './lib/hub-drain.js';
+import { cpuSecondsOf, LatencyRecorder, machineDescription, sampleProcess, table, writeResults } from './lib/measure.js';
 
 const { values } = parseArgs({ options: { seconds: { type: 'string', default: '15' }, only: { type: 'string' }, tsx: { type: 'boolean', default: false } } });
 // Gateways run the compiled agent (see the packaged bundle); --tsx measures the from-source launcher instead.
@@ -66,35 +66,9 @@ interface ScenarioResult {
 
 type Load = (ports: { http: number; mqtt: number }, until: number, ack: LatencyRecorder) => Promise<number>;
 
-let counter = 0;
-function telemetryLine(device: number, now: number): string {
-  return `{"type":"device.telemetry","event_id":"b-${counter++}","device_id":"bench-${device}","timestamp":${now},"metric":"temperature","value":${(20 + (counter % 100) / 10).toFixed(1)}}`;
-}
-function telemetryObject(device: number, now: number): string {
-  return `{"event_id":"b-${counter++}","device_id":"bench-${device}","timestamp":${now},"metric":"temperature","value":${(20 + (counter % 100) / 10).toFixed(1)}}`;
-}
-
-const httpNdjson: Load = async (ports, until, ack) => {
-  const concurrency = Number(process.env.BENCH_HTTP_CONCURRENCY ?? 6);
-  const perRequest = 1000;
-  let events = 0;
-  await Promise.all(
-    Array.from({ length: concurrency }, async (_, worker) => {
-      while (Date.now() < until) {
-        const now = Date.now();
-        const lines: string[] = [];
-        for (let i = 0; i < perRequest; i++) lines.push(telemetryLine(worker * 1000 + (i % 200), now));
-        const started = performance.now();
-        const response = await fetch(`http://127.0.0.1:${ports.http}/v1/events`, { method: 'POST', headers: { 'content-type': 'application/x-ndjson' }, body: lines.join('\n') });
-        await response.arrayBuffer();
-        if (response.status !== 200) throw new Error(`HTTP ${response.status}`);
-        ack.record(performance.now() - started);
-        events += perRequest;
-      }
-    }),
-  );
-  return events;
-};
+const httpNdjson: Load = (ports, until, ack) =>
+  // 200 devices per client, as many clients as BENCH_HTTP_CONCURRENCY (6).
+  httpNdjsonLoad({ port: ports.http, until, ack, concurrency: Number(process.env.BENCH_HTTP_CONCURRENCY ?? 6), perRequest: 1000, deviceOf: (client, line) => client * 1000 + (line % 200) });
 
 function mqttLoad(clients: number, perPublish: number, inFlight: number): Load {
   return async (ports, until, ack) => {
@@ -137,24 +111,8 @@ const scenarios: Array<{ name: string; load: Load }> = [
 const results: ScenarioResult[] = [];
 for (const [index, scenario] of scenarios.entries()) {
   if (values.only && !scenario.name.startsWith(`(${values.only})`)) continue;
-  const ports = { http: await freePort(), mqtt: await freePort(), admin: await freePort() };
-  const dataDir = mkdtempSync(join(tmpdir(), 'bench-agent-'));
-  const agent: ManagedProcess = await startProcess({
-    name: `bench-agent-${index}`,
-    script: agentScript,
-    nodeArgs: process.env.BENCH_AGENT_NODE_ARGS?.split(' ').filter(Boolean) ?? [],
-    logDir,
-    healthUrl: `http://127.0.0.1:${ports.admin}/healthz`,
-    env: {
-      LOG_LEVEL: 'warn',
-      ...(process.env.BENCH_AGENT_NODE_OPTIONS ? { NODE_OPTIONS: process.env.BENCH_AGENT_NODE_OPTIONS } : {}),
-      EDGE_AGENTID: agentId,
-      EDGE_DATADIR: dataDir,
-      EDGE_SOURCES__MQTT__PORT: String(ports.mqtt),
-      EDGE_SOURCES__HTTP__PORT: String(ports.http),
-      EDGE_ADMIN__PORT: String(ports.admin),
-    },
-  });
+  const bench = await startBenchAgent({ name: `bench-agent-${index}`, agentId, script: agentScript });
+  const { ports, process: agent } = bench;
   // Ingest-to-JetStream latency: a core subscription sees each message as the stream stores it. Events carry the
   // agent's ingest time; only the first (oldest) event of each message is decoded, so that the measuring costs
   // little CPU on this shared 2-core machine and the figure is an upper bound for the message.
@@ -174,24 +132,18 @@ for (const [index, scenario] of scenarios.entries()) {
   say(`running ${scenario.name} for ${seconds} s`);
   const before = sampleProcess(agent.child.pid!);
   const generatorBefore = process.cpuUsage();
-  const natsPids = pidsNamed('nats-server');
+  const natsPids = stackNatsPids(stack);
   const natsBefore = cpuSecondsOf(natsPids);
   const started = Date.now();
   const events = await scenario.load(ports, started + seconds * 1000, ack);
-  // Wait until the agent has published everything it acknowledged.
-  for (let i = 0; i < 200; i++) {
-    const health = (await (await fetch(`http://127.0.0.1:${ports.admin}/healthz`)).json()) as { outbox: { rows: number } };
-    if (health.outbox.rows === 0) break;
-    await new Promise((r) => setTimeout(r, 50));
-  }
+  await bench.waitOutboxEmpty();
   const elapsed = (Date.now() - started) / 1000;
   const after = sampleProcess(agent.child.pid!);
   const generatorCpu = process.cpuUsage(generatorBefore);
   const natsCpuSeconds = cpuSecondsOf(natsPids) - natsBefore;
   await nc.flush();
   subscription.unsubscribe();
-  await agent.stop();
-  rmSync(dataDir, { recursive: true, force: true });
+  await bench.stop();
   await jsm.streams.purge('EVENTS', { filter: `events.${agentId}.>` });
   const a = ack.percentiles();
   const j = toJetStream.percentiles();

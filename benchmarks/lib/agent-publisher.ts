@@ -6,8 +6,12 @@ import { encodeBatch, eventSubject, partitionOf, type WireEvent } from '../../sh
  * A publisher of one agent id: one msgpack batch per partition (at most `perBatch` events), deterministic message
  * ids (agent, batch sequence, partition) and 64 publishes in flight.
  */
-export function agentPublisher(js: JetStreamClient, options: { agentId: string; partitions: number; perBatch: number }): (events: WireEvent[]) => Promise<void> {
+export function agentPublisher(
+  js: JetStreamClient,
+  options: { agentId: string; partitions: number; perBatch: number; /** Default: EVENTS' `events.<agent>.<partition>`. */ subject?: (partition: number) => string },
+): (events: WireEvent[]) => Promise<void> {
   const { agentId, partitions, perBatch } = options;
+  const subjectOf = options.subject ?? ((partition: number) => eventSubject(agentId, partition));
   let batchSeq = 0;
   return async (events) => {
     const byPartition = new Map<number, WireEvent[]>();
@@ -22,7 +26,7 @@ export function agentPublisher(js: JetStreamClient, options: { agentId: string; 
       for (let i = 0; i < list.length; i += perBatch) {
         const first = ++batchSeq;
         const data = encodeBatch({ v: 1, agent: agentId, partition, first, last: first, events: list.slice(i, i + perBatch) });
-        pending.push(js.publish(eventSubject(agentId, partition), data, { msgID: `${agentId}:${first}:${partition}` }));
+        pending.push(js.publish(subjectOf(partition), data, { msgID: `${agentId}:${first}:${partition}` }));
         if (pending.length >= 64) await Promise.all(pending.splice(0));
       }
     }
