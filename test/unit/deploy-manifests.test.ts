@@ -466,7 +466,7 @@ test('systemd: parser reads sections, repeated keys and continuations', () => {
 });
 
 test('systemd: every service has [Unit] and [Service], restarts, absolute paths; installable unless a timer starts it', () => {
-  assert.deepEqual(unitFiles, ['edge-agent.service', 'hub@.service', 'lake-export.service', 'lake-export.timer', 'nats-server.service', 'questdb.service']);
+  assert.deepEqual(unitFiles, ['edge-agent.service', 'hub-scale.service', 'hub@.service', 'lake-export.service', 'lake-export.timer', 'nats-server.service', 'questdb.service']);
   for (const [file, unit] of units) {
     assert.ok(get(unit, 'Unit', 'Description'), `${file}: [Unit] Description`);
     if (!file.endsWith('.service')) continue;
@@ -525,6 +525,11 @@ test('systemd: hub workers are a template named by their instance; nats-server, 
   const hub = units.get('hub@.service')!;
   assert.ok(all(hub, 'Service', 'Environment').includes('HUB_NATS__NAME=%i'));
   assert.ok(seconds(get(hub, 'Service', 'TimeoutStopSec')) * 1000 > hubConfigSchema.properties.shutdownTimeoutMs.default);
+  // hub scale stops its workers itself (each within scaling.stopTimeoutMs); systemd must wait for that.
+  const scale = units.get('hub-scale.service')!;
+  assert.match(get(scale, 'Service', 'ExecStart') ?? '', /bin\/hub\.js scale --config /);
+  assert.equal(get(scale, 'Service', 'KillMode'), 'mixed', 'SIGTERM to the supervisor only; it stops the workers');
+  assert.ok(seconds(get(scale, 'Service', 'TimeoutStopSec')) * 1000 > hubConfigSchema.properties.scaling.properties.stopTimeoutMs.default);
   const nats = units.get('nats-server.service')!;
   assert.match(get(nats, 'Service', 'ExecStart') ?? '', / (-c|--config) \/etc\/nats\/nats\.conf$/);
   assert.ok(Number(get(nats, 'Service', 'LimitNOFILE')) >= 65536);
