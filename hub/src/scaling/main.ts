@@ -41,9 +41,8 @@ const pool = new WorkerPool({
   onUnexpectedExit: () => supervisor?.workerExited(),
 });
 supervisor = new ScaleSupervisor(pool, lag, config.scaling, log);
-const port = await supervisor.start(config.http.host, config.scaling.httpPort);
-log.info({ port, min: config.scaling.minWorkers, max: config.scaling.maxWorkers }, 'hub scale running: /status and /metrics');
 
+// Handlers first: a SIGTERM while the first workers start must still stop them (the pool starts nothing once closed).
 let stopping = false;
 for (const signal of ['SIGTERM', 'SIGINT'] as const) {
   process.on(signal, () => {
@@ -62,3 +61,5 @@ for (const signal of ['SIGTERM', 'SIGINT'] as const) {
       );
   });
 }
+const port = await supervisor.start(config.http.host, config.scaling.httpPort);
+log.info({ port, min: config.scaling.minWorkers, max: config.scaling.maxWorkers }, 'hub scale running: /status and /metrics');

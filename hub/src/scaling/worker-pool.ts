@@ -69,6 +69,8 @@ export class WorkerPool {
 
   /** Starts the missing slots below n; stops (and waits for) the slots from n up. */
   async scaleTo(n: number): Promise<void> {
+    // After close() (a stop that came while starting), nothing starts again.
+    if (this.closed) n = 0;
     this.wanted = n;
     for (let slot = 0; slot < n; slot++) if (!this.workers.has(slot)) this.start(slot);
     const excess = [...this.workers.values()].filter((w) => w.slot >= n);
