@@ -40,11 +40,15 @@ export async function startBenchAgent(options: { name: string; agentId: string; 
     process: agent,
     ports,
     async waitOutboxEmpty() {
+      let rows = 0;
       for (let i = 0; i < 200; i++) {
         const health = (await (await fetch(`http://127.0.0.1:${ports.admin}/healthz`)).json()) as { outbox: { rows: number } };
-        if (health.outbox.rows === 0) return;
+        rows = health.outbox.rows;
+        if (rows === 0) return;
         await new Promise((r) => setTimeout(r, 50));
       }
+      // What is still in the outbox was charged to the run but not forwarded: its per-event figures would be wrong.
+      throw new Error(`the agent's outbox still holds ${rows} events after 10 s; the run's per-event figures would be wrong`);
     },
     async stop() {
       await agent.stop();

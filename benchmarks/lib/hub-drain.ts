@@ -162,6 +162,7 @@ export async function runBacklogDrain(options: DrainOptions): Promise<BacklogDra
 
   /** Every analytics hub answers and together they own each partition once, each its fair share. */
   const waitPartitionsShared = async (): Promise<void> => {
+    if (analyticsPorts.length === 0) return; // raw-only hubs lease nothing
     const fair = Math.floor(DRAIN_PARTITIONS / Math.max(1, analyticsPorts.length));
     for (const until = Date.now() + 60_000; Date.now() < until; await sleep(200)) {
       const owned = await Promise.all(

@@ -35,8 +35,10 @@ export interface ManagedProcess {
 
 export interface StartProcessOptions {
   name: string;
-  /** Script path relative to the repo root, e.g. `bin/hub.js`. */
-  script: string;
+  /** Script path relative to the repo root, e.g. `bin/hub.js`, run with this Node; or `command`. */
+  script?: string;
+  /** A program that is not a script of this repository, e.g. `[natsServer, '-c', conf]` (instead of `script`). */
+  command?: string[];
   /** Arguments after the script (e.g. `scale`). */
   args?: string[];
   /** Node options placed before the script (e.g. `--cpu-prof`, which NODE_OPTIONS refuses). */
@@ -54,7 +56,8 @@ export async function startProcess(options: StartProcessOptions): Promise<Manage
   mkdirSync(options.logDir, { recursive: true });
   const logFile = join(options.logDir, `${name}.log`);
   const log = createWriteStream(logFile, { flags: 'a' });
-  const argv = [process.execPath, ...(options.nodeArgs ?? []), join(REPO_ROOT, options.script), ...(options.args ?? [])];
+  if ((options.script === undefined) === (options.command === undefined)) throw new Error(`${name}: give either script or command`);
+  const argv = options.command ?? [process.execPath, ...(options.nodeArgs ?? []), join(REPO_ROOT, options.script!), ...(options.args ?? [])];
   // `ip netns exec` execs the program in place: the child's pid is the program's, so signals reach it.
   const [cmd, ...args] = options.netns ? ['ip', 'netns', 'exec', options.netns, ...argv] : argv;
   const child = spawn(cmd!, args, {

@@ -16,7 +16,8 @@ import { connect, type NatsConnection } from '@nats-io/transport-node';
 import { jetstream } from '@nats-io/jetstream';
 import type { ScaleStatus } from '../../hub/src/scaling/scale-supervisor.js';
 import { encodeRule, openRuleBucket, ruleKey } from '../../hub/src/rules/index.js';
-import { encodeBatch, eventSubject, partitionOf, type WireEvent } from '../../shared/wire.js';
+import type { WireEvent } from '../../shared/wire.js';
+import { agentPublisher } from '../../benchmarks/lib/agent-publisher.js';
 import { startProcess, type ManagedProcess } from '../../scripts/lib/processes.js';
 import { testStack } from '../support/env.js';
 import { storeTimesObserver } from '../support/nats-fault-run.js';
@@ -122,33 +123,9 @@ test('a load step adds hub workers, partitions move without loss or double count
   const changesBefore = settled.changes.length;
 
   const observe = await storeTimesObserver(nc, agentId);
-  const js = jetstream(nc);
-  let batchSeq = 0;
-  /**
-   * As an edge agent forwards: one message per partition, a deterministic message id, and a publish that timed out
-   * (a loaded machine) sent again with the same id, which JetStream's duplicate window drops if the first one landed.
-   */
-  const publish = async (events: WireEvent[]): Promise<void> => {
-    const byPartition = new Map<number, WireEvent[]>();
-    for (const event of events) {
-      const p = partitionOf(event.key, PARTITIONS);
-      byPartition.set(p, [...(byPartition.get(p) ?? []), event]);
-    }
-    await Promise.all(
-      [...byPartition].map(async ([partition, list]) => {
-        const seq = ++batchSeq;
-        const data = encodeBatch({ v: 1, agent: agentId, partition, first: seq, last: seq, events: list });
-        for (let attempt = 1; ; attempt++) {
-          try {
-            await js.publish(eventSubject(agentId, partition), data, { msgID: `${agentId}:${seq}:${partition}`, timeout: 10_000 });
-            return;
-          } catch (error) {
-            if (attempt >= 10) throw error;
-          }
-        }
-      }),
-    );
-  };
+  // As the agent forwards: one message per partition per call (at most 1,000 events per call, so never split), a
+  // deterministic id, and a publish that timed out on a loaded machine sent again with the same id.
+  const publish = agentPublisher(jetstream(nc, { timeout: 10_000 }), { agentId, partitions: PARTITIONS, perBatch: BASE_RATE, attempts: 10 });
   const started = Date.now();
   const at = () => (Date.now() - started) / 1000;
   let sent = 0;

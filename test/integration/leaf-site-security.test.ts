@@ -17,6 +17,7 @@ import { makeSecurity, type SecurityPaths } from '../../deploy/security/make-sec
 import { ensureRuntime } from '../../scripts/lib/runtime.js';
 import { startStack, type StackHandle } from '../../scripts/lib/stack.js';
 import { startLeafNode, type RunningLeafNode } from '../support/leaf-node.js';
+import { waitFor } from '../support/questdb.js';
 import { freePort } from '../support/processes.js';
 
 const run = Date.now().toString(36);
@@ -99,15 +100,22 @@ test("a leaf with a site's seed reaches only that site's subjects, whatever its 
   assert.equal(ack.stream, STREAM, "paris's own subject goes through");
   await assert.rejects(js.publish(`events.${BERLIN_GW}.0`, new Uint8Array([4]), { msgID: `${run}-4` }), "berlin's subject is not paris's to publish");
   assert.equal(await stored(`events.${BERLIN_GW}.*`), 1, "only berlin's own event is under berlin's subjects");
-  // Nor may paris's leaf receive berlin's replies: a subscription there to berlin's inbox gets nothing.
+  // Nor may paris's leaf receive berlin's replies: a subscription there to berlin's inbox gets nothing. The same
+  // spy on paris's own inbox must hear paris's PubAck, or "nothing heard" would prove nothing (interest not yet at
+  // the hub, say).
   const spy = await connect({ servers: leaves[1]!.url });
   connections.push(spy);
   let overheard = 0;
+  let heardOwn = 0;
   const sub = spy.subscribe(`_INBOX_${BERLIN_GW}.>`, { callback: () => void overheard++ });
+  const own = spy.subscribe(`_INBOX_${PARIS_GW}.>`, { callback: () => void heardOwn++ });
   await spy.flush();
+  await js.publish(`events.${PARIS_GW}.1`, new Uint8Array([6]), { msgID: `${run}-6` });
+  assert.ok(await waitFor(async () => heardOwn, (n) => n > 0, 5000, 50), "the spy hears paris's own PubAck");
   const gateway = connections[1]!;
   await jetstream(gateway).publish(`events.${BERLIN_GW}.1`, new Uint8Array([5]), { msgID: `${run}-5` });
   await new Promise((r) => setTimeout(r, 1000));
   sub.unsubscribe();
+  own.unsubscribe();
   assert.equal(overheard, 0, "berlin's PubAcks never reach paris's leaf");
 });

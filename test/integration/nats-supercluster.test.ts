@@ -6,19 +6,20 @@
  */
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { createWriteStream, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { spawnSync } from 'node:child_process';
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { connect, type NatsConnection } from '@nats-io/transport-node';
 import { jetstream, jetstreamManager, type StreamConfig } from '@nats-io/jetstream';
 import { loadStreamDefinitions, renderRegionNodeConfig, type RegionNode, type Supercluster } from '../../deploy/nats/supercluster/render-supercluster.js';
+import { startProcess, type ManagedProcess } from '../../scripts/lib/processes.js';
 import { ensureRuntime } from '../../scripts/lib/runtime.js';
 import { freePort, LOG_DIR } from '../support/processes.js';
 import { waitFor } from '../support/questdb.js';
 
 const root = mkdtempSync(join(tmpdir(), 'supercluster-'));
-const servers: ChildProcess[] = [];
+const servers: ManagedProcess[] = [];
 const connections: NatsConnection[] = [];
 let natsServer: string;
 
@@ -28,16 +29,7 @@ before(async () => {
 
 after(async () => {
   for (const nc of connections) await nc.close().catch(() => undefined);
-  await Promise.all(
-    servers.map(async (child) => {
-      if (child.exitCode !== null || child.signalCode !== null) return;
-      const exited = new Promise((r) => child.once('exit', r));
-      child.kill('SIGTERM');
-      const timer = setTimeout(() => child.kill('SIGKILL'), 10_000);
-      await exited;
-      clearTimeout(timer);
-    }),
-  );
+  await Promise.all(servers.map((server) => server.stop(10_000)));
   rmSync(root, { recursive: true, force: true });
 });
 
@@ -80,12 +72,10 @@ async function startRegionNode(supercluster: Supercluster, region: string): Prom
   mkdirSync(node.storeDir, { recursive: true });
   const file = join(root, `${node.name}.conf`);
   writeFileSync(file, renderRegionNodeConfig(supercluster, region, 0));
-  mkdirSync(LOG_DIR, { recursive: true });
-  const log = createWriteStream(join(LOG_DIR, `supercluster-${node.name}.log`), { flags: 'a' });
-  const child = spawn(natsServer, ['-c', file], { stdio: ['ignore', 'pipe', 'pipe'] });
-  child.stdout!.pipe(log);
-  child.stderr!.pipe(log);
-  servers.push(child);
+  // Up once it serves monitoring; JetStream needs the other region too, which the test waits for itself.
+  servers.push(
+    await startProcess({ name: `supercluster-${node.name}`, command: [natsServer, '-c', file], env: {}, healthUrl: `http://127.0.0.1:${node.monitorPort}/varz`, logDir: LOG_DIR }),
+  );
 }
 
 test('a region cluster each for eu and us: each region stream gets its own events, the global rollup every event once', async () => {

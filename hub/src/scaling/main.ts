@@ -1,5 +1,5 @@
 /**
- * `hub scale` (`node bin/hub.js scale --config hub.yaml`, `npm run hub -- scale`): runs between scaling.minWorkers and
+ * `hub scale` (`node bin/hub.js scale --config hub.yaml`, `npm run hub:scale -- --config hub.yaml`): runs between scaling.minWorkers and
  * scaling.maxWorkers hub workers on this host with the same config, from consumer lag and ingest latency
  * (scale-supervisor.ts). SIGTERM/SIGINT stop every worker the way a worker stops (flush, ack, give partitions back).
  */

@@ -43,7 +43,6 @@ export class ScaleSupervisor {
   private readonly previousScrapes = new Map<number, Histogram>();
   private readonly changes: ScaleChange[] = [];
   private last: ScaleStatus['last'];
-  private target = 0;
   private timer: NodeJS.Timeout | undefined;
   private ticking: Promise<void> | undefined;
   private server: Server | undefined;
@@ -77,10 +76,9 @@ export class ScaleSupervisor {
   }
 
   async start(httpHost: string, httpPort: number): Promise<number> {
-    this.target = this.settings.minWorkers;
-    this.gauges.target.set(this.target);
-    await this.pool.scaleTo(this.target);
-    this.log.info({ workers: this.target, reason: `the minimum ${this.settings.minWorkers}` }, 'hub workers started');
+    this.gauges.target.set(this.settings.minWorkers);
+    await this.pool.scaleTo(this.settings.minWorkers);
+    this.log.info({ workers: this.settings.minWorkers, reason: `the minimum ${this.settings.minWorkers}` }, 'hub workers started');
     const port = await this.listen(httpHost, httpPort);
     this.timer = setInterval(() => {
       if (!this.ticking) this.ticking = this.tick().finally(() => (this.ticking = undefined));
@@ -113,7 +111,7 @@ export class ScaleSupervisor {
   }
 
   status(): ScaleStatus {
-    return { workers: this.pool.list(), target: this.target, last: this.last, changes: [...this.changes], settings: this.settings };
+    return { workers: this.pool.list(), target: this.pool.wanted, last: this.last, changes: [...this.changes], settings: this.settings };
   }
 
   private record(lag: ConsumerLagReading, latencyP95Ms: number | undefined, workers: number, decision: ScalingDecision): void {
@@ -126,7 +124,6 @@ export class ScaleSupervisor {
       this.log.debug({ workers, lag, latencyP95Ms, reason: decision.reason }, 'hub workers kept');
       return;
     }
-    this.target = decision.target;
     this.gauges.target.set(decision.target);
     this.changesTotal.inc({ direction: decision.direction });
     const change: ScaleChange = { at, from: workers, to: decision.target, direction: decision.direction, reason: decision.reason, lag, latencyP95Ms };

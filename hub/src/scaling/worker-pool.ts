@@ -47,10 +47,15 @@ export interface WorkerInfo {
 export class WorkerPool {
   private readonly workers = new Map<number, Worker>();
   private readonly incarnations = new Map<number, number>();
-  private wanted = 0;
+  private wantedCount = 0;
   private closed = false;
 
   constructor(private readonly options: WorkerPoolOptions) {}
+
+  /** Workers the last scaleTo asked for (a dead one is started again up to this count). */
+  get wanted(): number {
+    return this.wantedCount;
+  }
 
   /** Workers running or starting, not counting those being stopped. */
   get size(): number {
@@ -71,7 +76,7 @@ export class WorkerPool {
   async scaleTo(n: number): Promise<void> {
     // After close() (a stop that came while starting), nothing starts again.
     if (this.closed) n = 0;
-    this.wanted = n;
+    this.wantedCount = n;
     for (let slot = 0; slot < n; slot++) if (!this.workers.has(slot)) this.start(slot);
     const excess = [...this.workers.values()].filter((w) => w.slot >= n);
     await Promise.all(excess.map((w) => this.stopWorker(w)));
@@ -114,7 +119,7 @@ export class WorkerPool {
       this.options.log.error({ slot, pid: child.pid, code, signal }, 'hub worker exited unexpectedly; starting it again');
       this.options.onUnexpectedExit?.(slot, code, signal);
       setTimeout(() => {
-        if (!this.closed && slot < this.wanted && !this.workers.has(slot)) this.start(slot);
+        if (!this.closed && slot < this.wantedCount && !this.workers.has(slot)) this.start(slot);
       }, RESTART_DELAY_MS).unref();
     });
   }
